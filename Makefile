@@ -1,0 +1,52 @@
+# Sparse Models Lab. Two commands on a fresh clone:
+#   make lab    set up .venv/ and open JupyterLab on notebooks/ (127.0.0.1, token required)
+#   make test   set up .venv/ and run every test: unit, notebooks (nbval), hygiene, browser
+# Also: make notebooks (re-execute notebooks in place), make doctor, make benchmark, make clean.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --disable-pip-version-check -q -c requirements/constraints.txt
+PORT   ?= 8888
+LAB_ARGS ?=
+PYTEST_ARGS ?=
+# Running as root (containers, CI) needs --allow-root; everyone else must not need it.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: lab test notebooks doctor benchmark clean venv
+
+$(VENV)/.lab-installed: pyproject.toml requirements/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -U pip
+	$(PIP) -e '.[lab]'
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.lab-installed
+	$(PIP) -e '.[lab,test]'
+	touch $@
+
+venv: $(VENV)/.test-installed
+
+lab: $(VENV)/.lab-installed
+	@$(PY) -m labkit doctor || true
+	@if [ -n "$(ROOT_FLAG)" ]; then echo "Running as root: adding --allow-root to jupyter lab."; fi
+	@echo "Starting JupyterLab on http://127.0.0.1:$(PORT)/lab (the URL with its token is printed below)."
+	$(PY) -m jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
+		--ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
+
+test: $(VENV)/.test-installed
+	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: check testpaths in pyproject.toml"; fi; \
+	exit $$rc
+
+notebooks: $(VENV)/.test-installed
+	$(PY) scripts/run_notebooks.py $(NB)
+
+doctor: $(VENV)/.lab-installed
+	$(PY) -m labkit doctor
+
+benchmark: $(VENV)/.test-installed
+	$(PY) benchmarks/kernels.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts _build

@@ -1,0 +1,163 @@
+"""Offline, deterministic data sets for the lab.
+
+* :func:`digits` - scikit-learn's 8x8 handwritten digits (1,797 images, bundled with the package),
+  split into train / validation / test tensors. Tune on validation, report on test, once.
+* :func:`text_corpus` - a character-level corpus made of Python's own help topics
+  (``pydoc_data.topics``, shipped with every CPython), with a vocabulary and a train / validation split.
+
+Nothing is downloaded, and the same seed always gives the same split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Split:
+    """Features ``x`` (float32) and integer labels ``y`` of one part of a data set."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class Digits:
+    """The digits data set split three ways. Images are 8x8, pixel values scaled to [0, 1]."""
+
+    train: Split
+    val: Split
+    test: Split
+    n_classes: int = 10
+    image_shape: tuple[int, int] = (8, 8)
+
+    @property
+    def n_features(self) -> int:
+        return self.image_shape[0] * self.image_shape[1]
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number between 0 and 1, got {type(value).__name__}")
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be strictly between 0 and 1, got {value}")
+
+
+def _check_seed(seed: int) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+
+
+def digits(seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15, flat: bool = True) -> Digits:
+    """Load scikit-learn's digits as seeded, stratified train/validation/test splits.
+
+    Args:
+        seed: shuffling seed; the same seed gives the same split on every machine.
+        val_fraction: share of images held out for validation (model selection, sensitivity scans).
+        test_fraction: share held out for the final test score.
+        flat: ``True`` gives ``x`` of shape ``(n, 64)`` for MLPs; ``False`` gives ``(n, 1, 8, 8)`` for CNNs.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    _check_seed(seed)
+    _check_fraction("val_fraction", val_fraction)
+    _check_fraction("test_fraction", test_fraction)
+    if val_fraction + test_fraction >= 0.9:
+        raise ValueError(
+            f"val_fraction + test_fraction must leave at least 10% for training, got {val_fraction + test_fraction:.2f}"
+        )
+    if not isinstance(flat, bool):
+        raise TypeError(f"flat must be True or False, got {type(flat).__name__}")
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype(np.float32)  # pixels are 0..16
+    y = bunch.target.astype(np.int64)
+    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    # val_fraction is a share of the whole set, so rescale it to the remainder.
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=val_fraction / (1.0 - test_fraction), random_state=seed, stratify=y_rest
+    )
+
+    def split(xs: np.ndarray, ys: np.ndarray) -> Split:
+        t = torch.from_numpy(np.ascontiguousarray(xs))
+        if not flat:
+            t = t.reshape(-1, 1, 8, 8)
+        return Split(t, torch.from_numpy(ys))
+
+    return Digits(split(x_train, y_train), split(x_val, y_val), split(x_test, y_test))
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """A character-level corpus: the text, its vocabulary and encoded train/validation tensors."""
+
+    text: str
+    chars: tuple[str, ...]
+    train: torch.Tensor  # int64 token ids
+    val: torch.Tensor
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, s: str) -> torch.Tensor:
+        """Characters to token ids; characters outside the vocabulary raise ValueError."""
+        index = {c: i for i, c in enumerate(self.chars)}
+        missing = sorted({c for c in s if c not in index})
+        if missing:
+            raise ValueError(f"s contains characters not in the vocabulary: {missing[:10]}")
+        return torch.tensor([index[c] for c in s], dtype=torch.long)
+
+    def decode(self, ids: torch.Tensor | list[int]) -> str:
+        """Token ids back to text."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        bad = [i for i in ids if not 0 <= int(i) < self.vocab_size]
+        if bad:
+            raise ValueError(f"ids must lie in [0, {self.vocab_size}), got {bad[:5]}")
+        return "".join(self.chars[int(i)] for i in ids)
+
+    def batch(self, split: str, batch_size: int, block_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random ``(inputs, next-character targets)`` windows of ``block_size`` tokens, nanoGPT style."""
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        data = self.train if split == "train" else self.val
+        if not isinstance(block_size, int) or not 1 <= block_size < len(data):
+            raise ValueError(f"block_size must be an int in [1, {len(data) - 1}], got {block_size!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+        x = torch.stack([data[s : s + block_size] for s in starts.tolist()])
+        y = torch.stack([data[s + 1 : s + 1 + block_size] for s in starts.tolist()])
+        return x, y
+
+
+def text_corpus(max_chars: int = 400_000, val_fraction: float = 0.1) -> TextCorpus:
+    """Python's help topics as one character-level corpus.
+
+    Topics are joined in sorted order, non-ASCII characters are dropped (so the vocabulary is
+    small and the same on every CPython build), and the last ``val_fraction`` is held out.
+
+    Args:
+        max_chars: keep at most this many characters (the full text is about 700k on Python 3.11).
+        val_fraction: share of the text kept for validation.
+    """
+    from pydoc_data.topics import topics
+
+    if not isinstance(max_chars, int) or isinstance(max_chars, bool) or max_chars < 1000:
+        raise ValueError(f"max_chars must be an int >= 1000, got {max_chars!r}")
+    _check_fraction("val_fraction", val_fraction)
+    text = "\n\n".join(topics[k] for k in sorted(topics))
+    text = "".join(c for c in text if c == "\n" or 32 <= ord(c) < 127)[:max_chars]
+    chars = tuple(sorted(set(text)))
+    index = {c: i for i, c in enumerate(chars)}
+    ids = torch.tensor([index[c] for c in text], dtype=torch.long)
+    n_val = int(len(ids) * val_fraction)
+    return TextCorpus(text, chars, ids[: len(ids) - n_val], ids[len(ids) - n_val :])
