@@ -1,0 +1,141 @@
+"""Training and evaluation for the small digit models: one loop, used for dense training and fine-tuning.
+
+* :func:`train` - Adam on mini-batches, seeded shuffling, an optional ``on_step`` hook that pruning
+  schedules use to update masks between optimizer steps. Masks made with :mod:`labkit.prune` stay in
+  force while training (``torch.nn.utils.prune`` re-applies them in every forward pass), so
+  fine-tuning never brings pruned weights back.
+* :func:`evaluate` - accuracy on a split.
+* :func:`pretrained` - a dense model trained once per (kind, seed, epochs) and cached on disk.
+
+Tune anything on the *validation* split; the *test* split is only reported.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labkit.data import Split
+
+#: Dense training defaults: tested to reach ~97% (MLP) and ~98% (CNN) on the digits test split.
+DEFAULT_EPOCHS = 30
+DEFAULT_LR = 3e-3
+DEFAULT_BATCH_SIZE = 64
+
+
+def _check_model_split(model: nn.Module, split: Split) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be a labkit.data.Split (e.g. labkit.data.digits().train), got {type(split).__name__}")
+    if len(split) == 0:
+        raise ValueError("split is empty")
+
+
+def steps_per_epoch(split: Split, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+    """How many optimizer steps one epoch over ``split`` takes (the last batch may be short)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    return -(-len(split) // batch_size)
+
+
+def train(model: nn.Module, split: Split, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR, seed: int = 0,
+          batch_size: int = DEFAULT_BATCH_SIZE, weight_decay: float = 0.0,
+          on_step: Callable[[int], None] | None = None, progress: bool = False) -> list[float]:
+    """Train ``model`` in place with Adam and cross-entropy; return the mean loss of each epoch.
+
+    Args:
+        model: any classifier mapping ``split.x`` to logits.
+        split: the training data (``labkit.data.digits(...).train``).
+        epochs: passes over the data (0 is allowed and does nothing).
+        lr: Adam learning rate.
+        seed: seeds the shuffling, so the same call gives the same model.
+        batch_size: examples per step.
+        weight_decay: L2 penalty passed to Adam.
+        on_step: called as ``on_step(step)`` *before* each optimizer step ``step`` (0-based, counted
+            over all epochs); pruning schedules use it to tighten masks as training goes.
+        progress: show a tqdm bar over epochs.
+    """
+    _check_model_split(model, split)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a positive number such as 3e-3, got {lr!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    n_steps = steps_per_epoch(split, batch_size)
+    if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"on_step must be a function step -> None, got {type(on_step).__name__}")
+
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    epoch_iter = range(epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epoch_iter = tqdm(epoch_iter, desc="training", leave=False)
+    losses, step = [], 0
+    model.train()
+    for _ in epoch_iter:
+        order = torch.randperm(len(split), generator=generator)
+        total = 0.0
+        for b in range(n_steps):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            if on_step is not None:
+                on_step(step)
+            loss = F.cross_entropy(model(split.x[idx]), split.y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+            step += 1
+        losses.append(total / len(split))
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split) -> torch.Tensor:
+    """Predicted class of every example in ``split``."""
+    _check_model_split(model, split)
+    was_training = model.training
+    model.eval()
+    out = model(split.x).argmax(dim=1)
+    model.train(was_training)
+    return out
+
+
+def evaluate(model: nn.Module, split: Split) -> float:
+    """Accuracy (a fraction in [0, 1]) of ``model`` on ``split``."""
+    return float((predict(model, split) == split.y).float().mean())
+
+
+def pretrained(kind: str = "mlp", seed: int = 0, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
+               data_seed: int = 0) -> nn.Module:
+    """A dense ``"mlp"`` or ``"cnn"`` trained on ``digits(data_seed).train``, cached on disk.
+
+    The first call trains (a few seconds on a CPU); later calls load the cached weights. Every call
+    returns a fresh copy, so pruning it never changes the cache.
+    """
+    from labkit import cache, data, models
+
+    if kind not in models.MODEL_KINDS:
+        raise ValueError(f"kind must be one of {models.MODEL_KINDS}, got {kind!r}")
+    config = {"kind": kind, "seed": seed, "epochs": epochs, "lr": lr, "data_seed": data_seed,
+              "torch": torch.__version__.split("+")[0]}
+
+    def fit() -> dict:
+        model = models.build(kind, seed=seed)
+        train(model, data.digits(data_seed, flat=True).train, epochs=epochs, lr=lr, seed=seed)
+        return copy.deepcopy(model.state_dict())
+
+    state = cache.cached(f"pretrained_{kind}", 1, config, fit)
+    model = models.build(kind, seed=seed)
+    model.load_state_dict(state)
+    model.eval()
+    return model
