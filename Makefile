@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # Running as root (containers, CI) needs --allow-root; everyone else must not need it.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test notebooks doctor benchmark clean venv
+.PHONY: lab test notebooks doctor benchmark clean venv docs
 
 $(VENV)/.lab-installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ doctor: $(VENV)/.lab-installed
 
 benchmark: $(VENV)/.test-installed
 	$(PY) benchmarks/kernels.py
+
+docs: $(VENV)/.test-installed
+	$(PY) scripts/build_docs.py --out _build/docs
+	@echo "View it: open _build/docs/index.html, or $(PY) -m http.server -b 127.0.0.1 -d _build/docs 8000"
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts _build
