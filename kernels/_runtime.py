@@ -1,0 +1,115 @@
+"""What every kernel file shares: when a Triton launch is possible, autotune configs, input checks.
+
+Kept in one place so the three kernel files read like Triton's tutorials (idea, kernel, launcher,
+reference) instead of repeating the same twenty lines of bookkeeping.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+#: dtypes the kernels accept. bf16 is GPU-only in tests: the interpreter computes bf16 wrongly
+#: unless a kernel casts it to fp32 after loading (which ours do, see ``_load_cast`` comments).
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+#: Documented tolerances (relative to the output's scale) of kernel output against a float64
+#: reference of the same, already-rounded inputs. fp32 on a GPU goes through TF32 tensor cores.
+TOLERANCE = {torch.float32: 2e-2, torch.float16: 1e-2, torch.bfloat16: 3e-2}
+
+
+def interpreting() -> bool:
+    """True when triton simulates kernels on the CPU (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def can_launch(t: torch.Tensor) -> bool:
+    """Whether a Triton kernel can run on tensors that live where ``t`` lives.
+
+    Compiled Triton needs CUDA tensors; the interpreter needs CPU tensors. Anything else
+    (no triton, CPU tensors on a GPU machine) uses the plain-torch reference.
+    """
+    if not HAS_TRITON:
+        return False
+    return t.device.type == "cpu" if interpreting() else t.device.type == "cuda"
+
+
+def autotune_configs(gpu_configs: list, interpreter_config):
+    """The GPU's search space, or the single config the interpreter can run.
+
+    ``@triton.autotune`` with two or more configs needs a GPU driver to benchmark them; under the
+    interpreter it fails, so there we hand it exactly one.
+    """
+    return [interpreter_config] if interpreting() else gpu_configs
+
+
+def num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors on ``device`` (132 on an H100/H200); a nominal 4 on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def next_pow2(n: int) -> int:
+    """Smallest power of two >= n (n >= 1)."""
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks: every launcher calls these first, so bad input is a clear error, not a segfault.
+# --------------------------------------------------------------------------------------------
+
+def check_activations(x: torch.Tensor, name: str = "x") -> None:
+    """``x`` must be a contiguous 2-D floating tensor of a supported dtype."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.layout != torch.strided:
+        raise ValueError(f"{name} must be a dense (strided) tensor, got layout {x.layout}; call {name}.to_dense()")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (tokens, features), got shape {tuple(x.shape)}; "
+                         f"flatten leading dimensions with {name}.reshape(-1, {name}.shape[-1])")
+    if x.dtype not in DTYPES:
+        raise TypeError(f"{name} has dtype {x.dtype}; use one of float16, bfloat16, float32")
+    if not x.is_contiguous():
+        raise ValueError(f"{name} is not contiguous (strides {x.stride()}); call {name}.contiguous() first")
+
+
+def check_same(x: torch.Tensor, other: torch.Tensor, what: str) -> None:
+    """``other`` must share ``x``'s dtype and device."""
+    if other.device != x.device:
+        raise ValueError(f"{what} is on {other.device} but x is on {x.device}; move both to the same device")
+    if other.dtype != x.dtype:
+        raise TypeError(f"{what} has dtype {other.dtype} but x has {x.dtype}; cast one of them")
+
+
+def check_bias(bias: torch.Tensor | None, x: torch.Tensor, n: int) -> None:
+    """``bias`` is None or a contiguous vector of ``n`` values matching ``x``."""
+    if bias is None:
+        return
+    if not isinstance(bias, torch.Tensor):
+        raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
+    check_same(x, bias, "bias")
+    if bias.shape != (n,):
+        raise ValueError(f"bias must have shape ({n},) to match the weight's output features, got {tuple(bias.shape)}")
+    if not bias.is_contiguous():
+        raise ValueError("bias is not contiguous; call bias.contiguous() first")
+
+
+def check_block(block: int, name: str = "block") -> int:
+    """A block edge the GPU compiler accepts: a power of two >= 16 (fp16/bf16 ``tl.dot`` needs K >= 16)."""
+    if isinstance(block, bool) or not isinstance(block, int):
+        raise TypeError(f"{name} must be an int, got {type(block).__name__}")
+    if block < 16 or block & (block - 1):
+        raise ValueError(f"{name}={block} must be a power of two >= 16 (16, 32, 64, 128): Triton's tl.dot on a "
+                         "GPU needs K >= 16 for fp16/bf16 and tile edges that are powers of two")
+    return block
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |out - ref| divided by max |ref| (0 when both are zero): the tolerance measure above."""
+    diff = (out.double() - ref.double()).abs().max().item() if out.numel() else 0.0
+    scale = ref.double().abs().max().item() if ref.numel() else 0.0
+    return diff / scale if scale > 0 else diff

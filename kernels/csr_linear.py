@@ -1,0 +1,164 @@
+"""Unstructured sparsity: a CSR weight times dense activations, row-split, ``y = x @ W.T + b``.
+
+The idea
+--------
+Magnitude pruning without any structure leaves nonzeros scattered anywhere. torch's
+``sparse_csr`` layout stores them row by row: ``crow_indices`` (N+1) says where each output row's
+nonzeros start, ``col_indices`` and ``values`` (nnz each) say which input each one reads and its
+weight. The simplest GPU schedule is **row-split**: one program per (output row, tile of
+``BLOCK_M`` tokens). It walks its row's nonzeros ``BLOCK_NZ`` at a time, gathers the matching
+input features of its tokens, multiplies and sums:
+
+    y[m, n] = sum over p in row n of values[p] * x[m, col_indices[p]]
+
+The launcher hands the kernel ``x`` transposed (``xT``, K x M, contiguous), so that one gathered
+input feature is ``BLOCK_M`` *consecutive* values: a coalesced load instead of a strided one.
+
+Why unstructured sparsity pays so late
+--------------------------------------
+* Bytes: every nonzero carries a 4-byte column index (8 with torch's default int64) next to its
+  2-byte fp16 value: 6 B per kept weight against 2 B per dense weight. CSR reads fewer bytes than
+  dense only below density 1/3, and its memory-bound ideal is ``1/(3d)``, not ``1/d``.
+* FLOPs: the gathered values do not form tiles, so there is no ``tl.dot``: the multiply-adds run
+  on ordinary CUDA cores, 10-20x slower than the tensor cores dense cuBLAS uses. Every nonzero
+  also costs a gathered load of ``BLOCK_M`` activations with no reuse.
+  Together: unstructured sparsity beats a tensor-core dense layer only at ~95 %+ sparsity.
+* Load imbalance: rows hold different numbers of nonzeros, so programs get different amounts of
+  work, and the GPU waits for the longest rows at the end (the tail). :func:`row_stats` measures
+  it; ``order="longest_first"`` launches long rows first so the short ones fill in the tail.
+"""
+from __future__ import annotations
+
+import torch
+
+from labkit.kernels import _runtime as rt
+
+if rt.HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _csr_linear_kernel(
+        xt_ptr, crow_ptr, col_ptr, val_ptr, order_ptr, bias_ptr, out_ptr,
+        M, N, K, NNZ, stride_xk, stride_on,
+        BLOCK_M: tl.constexpr, BLOCK_NZ: tl.constexpr, HAS_BIAS: tl.constexpr, CAST_FP32: tl.constexpr,
+    ):
+        # the launch order is a permutation of rows (natural, or longest rows first)
+        row = tl.load(order_ptr + tl.program_id(0))
+        offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+        m_ok = offs_m < M
+        start = tl.load(crow_ptr + row)
+        end = tl.load(crow_ptr + row + 1)
+        acc = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        p = start
+        while p < end:  # data-dependent bound: `while`, not range(), for Triton 3.6
+            offs = p + tl.arange(0, BLOCK_NZ)
+            ok = (offs < end) & (offs < NNZ)
+            cols = tl.load(col_ptr + offs, mask=ok, other=0)
+            vals = tl.load(val_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+            # gather: one row of xT (BLOCK_M consecutive tokens) per nonzero
+            xs = tl.load(xt_ptr + cols[:, None].to(tl.int64) * stride_xk + offs_m[None, :],
+                         mask=ok[:, None] & m_ok[None, :] & (cols[:, None] < K), other=0.0)
+            acc += tl.sum(vals[:, None] * xs.to(tl.float32), axis=0)  # CUDA-core FMAs, no tensor cores
+            p += BLOCK_NZ
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + row).to(tl.float32)
+        # output is yT (N x M): the BLOCK_M results of one row are consecutive
+        tl.store(out_ptr + row.to(tl.int64) * stride_on + offs_m, acc.to(out_ptr.dtype.element_ty), mask=m_ok)
+
+    _csr_tuned = triton.autotune(
+        configs=rt.autotune_configs(
+            [triton.Config({"BLOCK_NZ": nz}, num_warps=w, num_stages=s)
+             for nz in (16, 32, 64) for w in (2, 4) for s in (2, 3)],
+            triton.Config({"BLOCK_NZ": 32}, num_warps=4, num_stages=1)),
+        key=["M", "N", "K", "NNZ", "BLOCK_M"],
+    )(_csr_linear_kernel)
+
+ORDERS = ("natural", "longest_first")
+
+
+def check_csr_weight(weight: torch.Tensor, x: torch.Tensor | None = None) -> None:
+    """Validate a ``torch.sparse_csr`` weight (and ``x`` against it)."""
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a torch.Tensor in sparse_csr layout, got {type(weight).__name__}")
+    if weight.layout != torch.sparse_csr:
+        raise ValueError(f"weight must have layout torch.sparse_csr, got {weight.layout}; convert with weight.to_sparse_csr()")
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
+    if x is not None:
+        rt.check_activations(x)
+        if weight.device != x.device:
+            raise ValueError(f"weight is on {weight.device} but x is on {x.device}; move both to the same device")
+        if weight.dtype != x.dtype:
+            raise TypeError(f"weight has dtype {weight.dtype} but x has {x.dtype}; cast one of them")
+        if x.shape[1] != weight.shape[1]:
+            raise ValueError(f"inner dimensions differ: x has {x.shape[1]} features but weight has "
+                             f"{weight.shape[1]} inputs (x @ W.T needs x.shape[1] == weight.shape[1])")
+
+
+def row_stats(weight: torch.Tensor) -> dict:
+    """Nonzeros per row of a CSR weight and the load imbalance a row-split kernel suffers.
+
+    ``imbalance`` is max/mean nonzeros per row: 1.0 is perfectly even; 3.0 means the longest
+    row's program works three times longer than the average one.
+    """
+    check_csr_weight(weight)
+    lengths = weight.crow_indices().diff()
+    mean = lengths.double().mean().item() if lengths.numel() else 0.0
+    longest = int(lengths.max()) if lengths.numel() else 0
+    return {"rows": int(lengths.numel()), "nnz": int(lengths.sum()), "mean": mean, "max": longest,
+            "min": int(lengths.min()) if lengths.numel() else 0,
+            "imbalance": longest / mean if mean > 0 else 1.0}
+
+
+def launch_order(weight: torch.Tensor, order: str = "natural") -> torch.Tensor:
+    """The rows in the order programs are launched: natural, or longest rows first (int32)."""
+    check_csr_weight(weight)
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    n = weight.shape[0]
+    if order == "natural":
+        return torch.arange(n, device=weight.device, dtype=torch.int32)
+    lengths = weight.crow_indices().diff()
+    return torch.argsort(lengths, descending=True, stable=True).to(torch.int32)
+
+
+def csr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               order: str | torch.Tensor = "natural") -> torch.Tensor:
+    """``x @ weight.T + bias`` with an unstructured sparse weight in torch's ``sparse_csr`` layout.
+
+    Args:
+        x: (M, K) contiguous activations; fp16, bf16 or fp32 matching the weight.
+        weight: (N, K) ``sparse_csr`` tensor.
+        bias: optional (N,) vector.
+        order: ``"natural"``, ``"longest_first"``, or a precomputed :func:`launch_order` tensor.
+    """
+    check_csr_weight(weight, x)
+    n = weight.shape[0]
+    rt.check_bias(bias, x, n)
+    if isinstance(order, str):
+        order = launch_order(weight, order)
+    elif not (isinstance(order, torch.Tensor) and order.shape == (n,) and order.dtype == torch.int32):
+        raise ValueError(f"order must be one of {ORDERS} or an int32 tensor of {n} row ids from launch_order()")
+    if not rt.can_launch(x):
+        return csr_linear_reference(x, weight, bias)
+    m, k = x.shape
+    xt = x.t().contiguous()  # K x M: a gathered input feature is BLOCK_M consecutive values
+    yt = torch.empty((n, m), device=x.device, dtype=x.dtype)
+    block_m = min(128, rt.next_pow2(m))
+    values = weight.values()
+    grid = (n, triton.cdiv(m, block_m))
+    _csr_tuned[grid](xt, weight.crow_indices(), weight.col_indices(), values, order,
+                     bias if bias is not None else x, yt, m, n, k, values.numel(), xt.stride(0), yt.stride(0),
+                     BLOCK_M=block_m, HAS_BIAS=bias is not None,
+                     CAST_FP32=rt.interpreting() and x.dtype == torch.bfloat16)
+    return yt.view(1, n) if m == 1 else yt.t().contiguous()
+
+
+def csr_linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Plain torch: densify and call ``F.linear``."""
+    check_csr_weight(weight, x)
+    w = weight.to_dense()
+    if x.device.type == "cpu" and x.dtype != torch.float32:
+        return torch.nn.functional.linear(x.float(), w.float(), None if bias is None else bias.float()).to(x.dtype)
+    return torch.nn.functional.linear(x, w, bias)
