@@ -1,0 +1,721 @@
+"""Every pruning method of the lab, in one file.
+
+Read it top to bottom: it is course material.
+
+1. **Masks.** A mask is a bool tensor shaped like a weight: ``True`` keeps a weight, ``False`` prunes it.
+   Each criterion is one small function that returns a mask and checks its own invariants:
+   :func:`random_mask`, :func:`magnitude_mask` (per layer), :func:`global_magnitude_masks` (one
+   threshold ranked across layers), :func:`structured_mask` (whole output neurons / channels by L1 or L2
+   norm), :func:`nm_mask` (N:M, e.g. 2:4) and :func:`block_mask` (b x b tiles).
+2. **Applying masks** with ``torch.nn.utils.prune``: the module keeps ``weight_orig`` (trainable) and a
+   ``weight_mask`` buffer, and a forward pre-hook sets ``weight = weight_orig * weight_mask`` before every
+   forward pass, so training never revives a pruned weight. :func:`prune_model` prunes a whole model;
+   :func:`make_permanent` bakes the zeros in and drops the hooks. Masking alone makes nothing faster:
+   the matrix is still dense, full of zeros.
+3. **Physical removal**: :func:`remove_units` deletes whole neurons / channels and returns a *smaller
+   dense* model; this is the form of sparsity that ordinary dense kernels turn into speed.
+4. **Schedules** with fine-tuning: :func:`prune_and_finetune` runs one-shot, iterative or gradual
+   (Zhu & Gupta's cubic schedule, :func:`cubic_sparsity`) pruning. :func:`lottery_ticket` rewinds the
+   survivors to their early weights and retrains.
+5. **Sensitivity**: :func:`sensitivity_scan` prunes one layer at a time and measures *validation*
+   accuracy; :func:`choose_layer_sparsity` picks each layer's sparsity from it.
+6. **Reports**: :func:`sparsity_report` (per layer and overall) and :func:`storage_bytes` (honest byte
+   counts for dense, CSR, BSR, 2:4 packed and bitmask storage, indices and metadata included).
+
+Conventions: "sparsity" is the fraction of weights set to zero, in ``[0, 1)``. A mask prunes exactly
+``round(sparsity * count)`` weights (or rows, or blocks): ties are broken by position, never by luck.
+Convolution weights ``(out, in, kh, kw)`` are viewed as matrices ``(out, in * kh * kw)`` for N:M and
+block patterns, as sparse kernels see them.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from labkit.data import Split
+from labkit.models import MLP, SmallCNN, prunable_layers
+
+#: Methods understood by :func:`prune_model`.
+METHODS = ("random", "magnitude", "global_magnitude", "structured", "nm", "block")
+#: Schedules understood by :func:`prune_and_finetune`.
+SCHEDULES = ("one_shot", "iterative", "gradual")
+#: Storage formats reported by :func:`storage_bytes`.
+FORMATS = ("dense", "csr", "bsr", "2:4", "bitmask")
+
+
+# ----------------------------------------------------------------------------------------------
+# Argument checks (every public function validates its inputs and names the argument to fix)
+# ----------------------------------------------------------------------------------------------
+
+def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
+    """Return ``sparsity`` as a float, or raise unless it is a number in [0, 1)."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1) such as 0.9, got {type(sparsity).__name__}")
+    if not 0.0 <= float(sparsity) < 1.0 or math.isnan(sparsity):
+        raise ValueError(f"{name} must be in [0, 1) (the fraction of weights set to zero; 0.9 keeps 10%), "
+                         f"got {sparsity}")
+    return float(sparsity)
+
+
+def _check_weight(weight: torch.Tensor) -> torch.Tensor:
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.dim() not in (2, 4):
+        raise ValueError(f"weight must be 2-D (Linear) or 4-D (Conv2d), got shape {tuple(weight.shape)}")
+    return weight
+
+
+def _as_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """View a conv weight (out, in, kh, kw) as the (out, in*kh*kw) matrix a GEMM kernel sees."""
+    return weight.reshape(weight.shape[0], -1)
+
+
+def _n_pruned(sparsity: float, count: int) -> int:
+    return int(round(sparsity * count))
+
+
+def _lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask over a flat ``scores``: True everywhere except the ``k`` lowest scores.
+
+    A stable sort breaks ties by position, so the count is exact even when many scores are equal
+    (for example the zeros left by an earlier pruning step).
+    """
+    keep = torch.ones(scores.numel(), dtype=torch.bool)
+    if k > 0:
+        # numpy's stable argsort is ~3x faster than torch's on CPU, and ties break by position.
+        order = np.argsort(scores.detach().flatten().float().numpy(), kind="stable")
+        keep[torch.from_numpy(order[:k].copy())] = False
+    return keep
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Masks: one function per criterion
+# ----------------------------------------------------------------------------------------------
+
+def random_mask(weight: torch.Tensor, sparsity: float, seed: int = 0) -> torch.Tensor:
+    """Prune a random ``sparsity`` share of the weights: the baseline every criterion must beat."""
+    _check_weight(weight)
+    sparsity = check_sparsity(sparsity)
+    scores = torch.rand(weight.numel(), generator=torch.Generator().manual_seed(seed))
+    mask = _lowest_k(scores, _n_pruned(sparsity, weight.numel())).reshape(weight.shape)
+    assert (~mask).sum() == _n_pruned(sparsity, weight.numel())
+    return mask
+
+
+def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Prune the ``sparsity`` share of this layer's weights with the smallest ``|w|`` (Han et al., 2015)."""
+    _check_weight(weight)
+    sparsity = check_sparsity(sparsity)
+    k = _n_pruned(sparsity, weight.numel())
+    mask = _lowest_k(weight.detach().abs(), k).reshape(weight.shape)
+    assert (~mask).sum() == k
+    return mask
+
+
+def global_magnitude_masks(weights: Mapping[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
+    """One threshold for all layers: rank every ``|w|`` of every layer together and prune the smallest.
+
+    Layers whose weights are small overall (often the wide early layers) lose more; the total count
+    pruned is exactly ``round(sparsity * total)``.
+    """
+    if not isinstance(weights, Mapping) or not weights:
+        raise TypeError("weights must be a non-empty dict {layer name: weight tensor}")
+    sparsity = check_sparsity(sparsity)
+    for w in weights.values():
+        _check_weight(w)
+    flat = torch.cat([w.detach().abs().flatten() for w in weights.values()])
+    k = _n_pruned(sparsity, flat.numel())
+    keep = _lowest_k(flat, k)
+    masks, start = {}, 0
+    for name, w in weights.items():
+        masks[name] = keep[start:start + w.numel()].reshape(w.shape)
+        start += w.numel()
+    assert sum(int((~m).sum()) for m in masks.values()) == k
+    return masks
+
+
+def _check_norm(norm: int) -> int:
+    if norm not in (1, 2):
+        raise ValueError(f"norm must be 1 (L1, sum of |w|) or 2 (L2, Euclidean), got {norm!r}")
+    return norm
+
+
+def unit_scores(weight: torch.Tensor, norm: int = 1) -> torch.Tensor:
+    """The L1 or L2 norm of each output unit (row of a Linear, filter of a Conv2d)."""
+    _check_weight(weight)
+    return _as_matrix(weight.detach()).norm(p=_check_norm(norm), dim=1)
+
+
+def structured_mask(weight: torch.Tensor, sparsity: float, norm: int = 1) -> torch.Tensor:
+    """Prune whole output units: the ``round(sparsity * out)`` rows (filters) with the smallest norm.
+
+    At least one unit always survives, so a layer can never be cut off entirely.
+    """
+    _check_weight(weight)
+    sparsity = check_sparsity(sparsity)
+    out = weight.shape[0]
+    k = min(_n_pruned(sparsity, out), out - 1)
+    rows = _lowest_k(unit_scores(weight, norm), k)
+    mask = rows.reshape(-1, *([1] * (weight.dim() - 1))).expand_as(weight).clone()
+    assert (~rows).sum() == k and int((~mask).sum()) == k * _as_matrix(weight).shape[1]
+    return mask
+
+
+def _check_nm(n: int, m: int) -> tuple[int, int]:
+    for name, v in (("n", n), ("m", m)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if n > m:
+        raise ValueError(f"N:M keeps n of every m weights, so n must be <= m; got n={n}, m={m} (did you mean {m}:{n}?)")
+    return n, m
+
+
+def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+    """N:M sparsity: in every group of ``m`` consecutive weights along a row, keep the ``n`` largest ``|w|``.
+
+    2:4 (50%) is the pattern NVIDIA's sparse tensor cores accelerate. Groups run along the input
+    dimension (``in * kh * kw`` for a conv), which must be divisible by ``m``.
+    """
+    _check_weight(weight)
+    n, m = _check_nm(n, m)
+    mat = _as_matrix(weight.detach())
+    if mat.shape[1] % m:
+        raise ValueError(f"N:M needs the input dimension ({mat.shape[1]} for weight of shape {tuple(weight.shape)}) "
+                         f"to be divisible by m={m}; choose another m or skip this layer")
+    groups = mat.abs().reshape(-1, m)
+    # Keep the n largest of each group; a stable sort of -|w| breaks ties by position.
+    order = torch.sort(-groups, dim=1, stable=True).indices
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(1, order[:, :n], True)
+    assert bool((keep.sum(dim=1) == n).all())
+    return keep.reshape(weight.shape)
+
+
+def _check_block(block: int | tuple[int, int]) -> tuple[int, int]:
+    bh, bw = (block, block) if isinstance(block, int) and not isinstance(block, bool) else tuple(block)
+    for v in (bh, bw):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"block must be a positive int b (for b x b) or a pair (bh, bw), got {block!r}")
+    return bh, bw
+
+
+def block_scores(weight: torch.Tensor, block: int | tuple[int, int] = 4, norm: int = 1) -> torch.Tensor:
+    """The L1 / L2 norm of each ``bh x bw`` tile of the weight matrix: shape ``(rows / bh, cols / bw)``."""
+    _check_weight(weight)
+    bh, bw = _check_block(block)
+    mat = _as_matrix(weight.detach())
+    r, c = mat.shape
+    if r % bh or c % bw:
+        raise ValueError(f"block {bh}x{bw} must divide the weight matrix {r}x{c} (shape {tuple(weight.shape)}); "
+                         f"pick a block size that divides both, or skip this layer")
+    tiles = mat.reshape(r // bh, bh, c // bw, bw).permute(0, 2, 1, 3)
+    return tiles.abs().sum(dim=(2, 3)) if _check_norm(norm) == 1 else tiles.pow(2).sum(dim=(2, 3)).sqrt()
+
+
+def block_mask(weight: torch.Tensor, sparsity: float, block: int | tuple[int, int] = 4, norm: int = 1) -> torch.Tensor:
+    """Prune whole ``b x b`` tiles: the ``round(sparsity * n_tiles)`` tiles with the smallest norm.
+
+    Block-sparse (BSR) kernels skip a whole tile at once, which is why this pattern can be fast.
+    """
+    sparsity = check_sparsity(sparsity)
+    bh, bw = _check_block(block)
+    scores = block_scores(weight, (bh, bw), norm)
+    k = _n_pruned(sparsity, scores.numel())
+    tiles = _lowest_k(scores, k).reshape(scores.shape)
+    mask = tiles.repeat_interleave(bh, dim=0).repeat_interleave(bw, dim=1).reshape(weight.shape)
+    assert (~tiles).sum() == k and (~mask).sum() == k * bh * bw
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Applying masks to a model (torch.nn.utils.prune) and making them permanent
+# ----------------------------------------------------------------------------------------------
+
+def _check_module(module: nn.Module, where: str = "module") -> nn.Module:
+    if not isinstance(module, (nn.Linear, nn.Conv2d)):
+        raise TypeError(f"{where} must be nn.Linear or nn.Conv2d to be pruned here, got {type(module).__name__}")
+    return module
+
+
+def is_masked(module: nn.Module, name: str = "weight") -> bool:
+    """True if ``module.<name>`` carries a ``torch.nn.utils.prune`` mask."""
+    return hasattr(module, f"{name}_mask")
+
+
+def apply_mask(module: nn.Module, mask: torch.Tensor, name: str = "weight") -> nn.Module:
+    """Put ``mask`` on ``module.<name>`` (replacing an earlier mask); pruned entries read as zero from now on.
+
+    The first call uses ``torch.nn.utils.prune.custom_from_mask``, which moves the parameter to
+    ``<name>_orig`` and adds a forward pre-hook; later calls overwrite the ``<name>_mask`` buffer in place.
+    """
+    _check_module(module)
+    param = getattr(module, name, None)
+    if not isinstance(param, torch.Tensor):
+        raise ValueError(f"module has no tensor called {name!r} to prune")
+    if not isinstance(mask, torch.Tensor) or mask.shape != param.shape:
+        raise ValueError(f"mask must be a tensor of shape {tuple(param.shape)}, got "
+                         f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+    mask = mask.to(dtype=param.dtype)
+    if is_masked(module, name):
+        getattr(module, f"{name}_mask").copy_(mask)
+        with torch.no_grad():  # refresh now, not only at the next forward pass
+            setattr(module, name, getattr(module, f"{name}_orig") * getattr(module, f"{name}_mask"))
+    else:
+        torch_prune.custom_from_mask(module, name, mask)
+    return module
+
+
+def current_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The effective (masked) weight of each prunable layer, by name."""
+    return {name: m.weight.detach() for name, m in prunable_layers(model).items()}
+
+
+def _select_layers(model: nn.Module, layers: Iterable[str] | None) -> dict[str, nn.Module]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    available = prunable_layers(model)
+    if layers is None:
+        if not available:
+            raise TypeError(f"model {type(model).__name__} has no nn.Linear or nn.Conv2d layers to prune")
+        return available
+    if isinstance(layers, str):
+        raise TypeError(f"layers must be a list of layer names such as [{layers!r}], got a str")
+    layers = list(layers)
+    modules = dict(model.named_modules())
+    for name in layers:
+        if name not in modules:
+            raise ValueError(f"layers: {name!r} is not a module of the model; choose from {list(available)}")
+        _check_module(modules[name], where=f"layer {name!r}")
+    return {name: available[name] for name in layers}
+
+
+def _fits(method: str, weight: torch.Tensor, n: int, m: int, block) -> bool:
+    cols = _as_matrix(weight).shape[1]
+    if method == "nm":
+        return cols % m == 0
+    if method == "block":
+        bh, bw = _check_block(block)
+        return weight.shape[0] % bh == 0 and cols % bw == 0
+    return True
+
+
+def prune_model(model: nn.Module, method: str, sparsity: float | Mapping[str, float] | None = None, *,
+                layers: Iterable[str] | None = None, n: int = 2, m: int = 4, block: int | tuple[int, int] = 4,
+                norm: int = 1, seed: int = 0, skip_incompatible: bool = False) -> dict[str, torch.Tensor]:
+    """Mask the prunable layers of ``model`` in place and return the masks by layer name.
+
+    Args:
+        model: the model to prune (its ``nn.Linear`` / ``nn.Conv2d`` layers).
+        method: one of :data:`METHODS`. ``"nm"`` ignores ``sparsity`` (it is ``1 - n/m``); ``"structured"``
+            zeros whole output units *and their biases*, so the masked model computes exactly what
+            :func:`remove_units` would.
+        sparsity: the fraction to prune, or a dict ``{layer: sparsity}`` for per-layer targets
+            (not with ``"global_magnitude"``, whose point is one shared threshold).
+        layers: names of the layers to prune (default: all ``nn.Linear`` and ``nn.Conv2d``).
+        n, m: the N:M pattern for ``"nm"``.
+        block: tile size for ``"block"``.
+        norm: 1 or 2, the norm that ranks units (``"structured"``) and tiles (``"block"``).
+        seed: for ``"random"``.
+        skip_incompatible: leave dense (instead of raising) the layers an N:M or block pattern does not
+            fit, e.g. a first conv with 9 inputs per filter under 2:4. Reports count them as dense.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    selected = _select_layers(model, layers)
+    if method == "structured" and layers is None:
+        # Removing output units of the classifier would remove classes: prune hidden units only.
+        selected = dict(list(selected.items())[:-1]) if len(selected) > 1 else selected
+    if method == "nm":
+        _check_nm(n, m)
+        if sparsity is not None and not isinstance(sparsity, Mapping) and abs(float(sparsity) - (1 - n / m)) > 1e-9:
+            raise ValueError(f"sparsity of {n}:{m} is fixed at {1 - n / m:g}; pass sparsity=None, got {sparsity}")
+    elif sparsity is None:
+        raise ValueError(f"method {method!r} needs a sparsity in [0, 1), e.g. sparsity=0.9")
+    if isinstance(sparsity, Mapping):
+        if method in ("global_magnitude", "nm"):
+            raise ValueError(f"per-layer sparsity (a dict) does not apply to method {method!r}")
+        unknown = set(sparsity) - set(selected)
+        if unknown:
+            raise ValueError(f"sparsity names layers that are not pruned here: {sorted(unknown)}; choose from {list(selected)}")
+        targets = {name: check_sparsity(sparsity.get(name, 0.0), f"sparsity[{name!r}]") for name in selected}
+    elif sparsity is not None:
+        targets = dict.fromkeys(selected, check_sparsity(sparsity))
+    if method in ("nm", "block"):
+        misfits = [name for name, mod in selected.items() if not _fits(method, mod.weight, n, m, block)]
+        if misfits and not skip_incompatible:
+            pattern = f"{n}:{m} (input dim divisible by {m})" if method == "nm" else f"block {block} (must divide the shape)"
+            raise ValueError(f"layers {misfits} do not fit the {pattern}; pass skip_incompatible=True to leave "
+                             f"them dense, or choose layers=[...] explicitly")
+        selected = {k: v for k, v in selected.items() if k not in misfits}
+        if not selected:
+            raise ValueError(f"no layer fits the {method} pattern; all of {misfits} would be skipped")
+
+    weights = {name: mod.weight.detach() for name, mod in selected.items()}
+    if method == "global_magnitude":
+        masks = global_magnitude_masks(weights, targets[next(iter(targets))])
+    else:
+        masks = {}
+        for i, (name, w) in enumerate(weights.items()):
+            if method == "random":
+                masks[name] = random_mask(w, targets[name], seed=seed + i)
+            elif method == "magnitude":
+                masks[name] = magnitude_mask(w, targets[name])
+            elif method == "structured":
+                masks[name] = structured_mask(w, targets[name], norm)
+            elif method == "nm":
+                masks[name] = nm_mask(w, n, m)
+            else:
+                masks[name] = block_mask(w, targets[name], block, norm)
+    for name, mask in masks.items():
+        module = selected[name]
+        apply_mask(module, mask)
+        if method == "structured" and module.bias is not None:
+            apply_mask(module, _as_matrix(mask).any(dim=1), name="bias")
+    return masks
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Bake every mask into its weight (``torch.nn.utils.prune.remove``) and drop the hooks; returns ``model``.
+
+    Afterwards the zeros are ordinary values: the model saves and loads like any other, but
+    training it again would let pruned weights grow back.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for module in model.modules():
+        for name in ("weight", "bias"):
+            if is_masked(module, name):
+                torch_prune.remove(module, name)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Physical removal: a smaller dense model
+# ----------------------------------------------------------------------------------------------
+
+def _kept_units(weight: torch.Tensor, sparsity: float, norm: int) -> torch.Tensor:
+    """Indices (ascending) of the output units that survive structured pruning."""
+    return structured_mask(weight, sparsity, norm).reshape(weight.shape[0], -1)[:, 0].nonzero().flatten()
+
+
+@torch.no_grad()
+def remove_units(model: MLP | SmallCNN, sparsity: float | Sequence[float], norm: int = 1) -> MLP | SmallCNN:
+    """Delete the lowest-norm hidden neurons (MLP) or channels (SmallCNN) and return a smaller dense model.
+
+    The pruned unit's row of its own layer and its column(s) in the next layer are cut out, so the
+    result is an ordinary, narrower model of the same class. The output layer keeps all classes.
+    A masked model that has already zeroed units by ``prune_model(..., "structured")`` gives the
+    same ranking, so its zeroed units are the ones removed.
+
+    Args:
+        model: a :class:`labkit.models.MLP` or :class:`labkit.models.SmallCNN` (masks are read through).
+        sparsity: the share of units to remove in every hidden layer, or one value per hidden layer.
+        norm: 1 or 2, how units are ranked.
+    """
+    if not isinstance(model, (MLP, SmallCNN)):
+        raise TypeError(f"remove_units knows how to rewire labkit.models.MLP and SmallCNN, got {type(model).__name__}")
+    _check_norm(norm)
+    layers = list(prunable_layers(model).values())
+    hidden = layers[:-1]  # every layer but the classifier has prunable outputs
+    ratios = [sparsity] * len(hidden) if isinstance(sparsity, (int, float)) else list(sparsity)
+    if len(ratios) != len(hidden):
+        raise ValueError(f"sparsity needs one value per hidden layer ({len(hidden)}), got {len(ratios)}")
+    ratios = [check_sparsity(s) for s in ratios]
+    keeps = [_kept_units(layer.weight, s, norm) for layer, s in zip(hidden, ratios)]
+    widths = tuple(len(k) for k in keeps)
+    if isinstance(model, MLP):
+        small = MLP(model.in_features, widths, model.n_classes)
+    else:
+        small = SmallCNN(widths, model.n_classes, model.image_size)
+    new_layers = list(prunable_layers(small).values())
+    pooled = (model.image_size // 2) ** 2 if isinstance(model, SmallCNN) else 1
+    prev_keep = None
+    for i, (old, new) in enumerate(zip(layers, new_layers)):
+        w, b = old.weight.detach(), old.bias.detach()
+        if prev_keep is not None:  # drop the inputs that came from removed units
+            if i == len(layers) - 1 and pooled > 1:  # flatten: channel c owns features c*pooled ... c*pooled+pooled-1
+                cols = (prev_keep[:, None] * pooled + torch.arange(pooled)).flatten()
+                w = w[:, cols]
+            else:
+                w = w[:, prev_keep]
+        if i < len(keeps):
+            w, b = w[keeps[i]], b[keeps[i]]
+            prev_keep = keeps[i]
+        new.weight.copy_(w)
+        new.bias.copy_(b)
+    small.eval()
+    return small
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Schedules with fine-tuning, and lottery tickets
+# ----------------------------------------------------------------------------------------------
+
+def cubic_sparsity(step: int, final_sparsity: float, begin_step: int, end_step: int,
+                   initial_sparsity: float = 0.0) -> float:
+    r"""Zhu & Gupta's (2017) gradual schedule: prune fast early, gently at the end.
+
+    .. math:: s_t = s_f + (s_i - s_f)\left(1 - \frac{t - t_0}{t_1 - t_0}\right)^3
+
+    for ``begin_step <= t <= end_step``; ``s_i`` before, ``s_f`` after.
+    """
+    final_sparsity = check_sparsity(final_sparsity, "final_sparsity")
+    initial_sparsity = check_sparsity(initial_sparsity, "initial_sparsity")
+    if not 0 <= begin_step < end_step:
+        raise ValueError(f"need 0 <= begin_step < end_step, got begin_step={begin_step}, end_step={end_step}")
+    if step <= begin_step:
+        return initial_sparsity
+    if step >= end_step:
+        return final_sparsity
+    progress = (step - begin_step) / (end_step - begin_step)
+    return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - progress) ** 3
+
+
+def prune_and_finetune(model: nn.Module, train_split: Split, method: str, sparsity: float | None, *,
+                       schedule: str = "gradual", epochs: int = 12, prune_epochs: int | None = None,
+                       rounds: int = 4, lr: float = 1e-3, seed: int = 0, updates_per_epoch: int = 2,
+                       progress: bool = False, **options) -> nn.Module:
+    """Prune ``model`` in place with a schedule, fine-tuning as it goes; masks stay on (see :func:`make_permanent`).
+
+    Args:
+        model: a trained dense model.
+        train_split: data for fine-tuning (never the test split).
+        method: a mask method of :func:`prune_model` (not physical removal: use :func:`remove_units`
+            then :func:`labkit.train.train` for that).
+        sparsity: the final sparsity (``None`` for ``"nm"``).
+        schedule: ``"one_shot"`` (prune once, then fine-tune for ``epochs``); ``"iterative"`` (``rounds``
+            equal steps of sparsity, fine-tuning ``epochs / rounds`` after each); ``"gradual"`` (the cubic
+            schedule over the first ``prune_epochs``, default two thirds of ``epochs``, updating masks
+            ``updates_per_epoch`` times an epoch, then fine-tuning at the final sparsity).
+        epochs: total fine-tuning epochs (0 with ``"one_shot"`` is pruning without fine-tuning).
+        lr: fine-tuning learning rate (lower than for training from scratch).
+        options: passed to :func:`prune_model` (``n``, ``m``, ``block``, ``norm``, ``layers``, ...).
+    """
+    from labkit.train import steps_per_epoch, train
+
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if method == "nm" and schedule != "one_shot":
+        raise ValueError("N:M sparsity is a fixed pattern: use schedule='one_shot' (with fine-tuning) for method 'nm'")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    if method != "nm":
+        sparsity = check_sparsity(sparsity)
+    if schedule == "one_shot":
+        prune_model(model, method, sparsity, seed=seed, **options)
+        train(model, train_split, epochs=epochs, lr=lr, seed=seed, progress=progress)
+    elif schedule == "iterative":
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+        if epochs < rounds:
+            raise ValueError(f"iterative pruning fine-tunes after each round: need epochs >= rounds, got {epochs} < {rounds}")
+        for r in range(1, rounds + 1):
+            prune_model(model, method, sparsity * r / rounds, seed=seed, **options)
+            share = epochs // rounds + (1 if r <= epochs % rounds else 0)
+            train(model, train_split, epochs=share, lr=lr, seed=seed + r, progress=progress)
+    else:
+        prune_epochs = max(1, (2 * epochs) // 3) if prune_epochs is None else prune_epochs
+        if not 1 <= prune_epochs <= epochs:
+            raise ValueError(f"prune_epochs must be in [1, epochs={epochs}], got {prune_epochs}")
+        per_epoch = steps_per_epoch(train_split)
+        end_step = prune_epochs * per_epoch
+        every = max(1, per_epoch // max(1, updates_per_epoch))
+
+        def on_step(step: int) -> None:
+            if step % every == 0 and step <= end_step:
+                prune_model(model, method, cubic_sparsity(step + every, sparsity, 0, end_step), seed=seed, **options)
+
+        train(model, train_split, epochs=epochs, lr=lr, seed=seed, on_step=on_step, progress=progress)
+        prune_model(model, method, sparsity, seed=seed, **options)  # land exactly on the target
+    return model
+
+
+def lottery_ticket(kind: str, train_split: Split, sparsity: float, *, epochs: int = 30, rewind_epoch: int = 1,
+                   lr: float = 3e-3, seed: int = 0, reinit: bool = False, method: str = "global_magnitude") -> nn.Module:
+    """Frankle & Carbin's lottery ticket with rewinding: train, prune, reset survivors to early weights, retrain.
+
+    1. Build ``kind`` from ``seed`` and train ``rewind_epoch`` epochs; remember those weights.
+    2. Keep training to ``epochs`` and prune to ``sparsity`` (``method``, default global magnitude).
+    3. Reset the surviving weights to the remembered ones (or, with ``reinit=True``, to a *fresh*
+       random init: the control experiment) and retrain ``epochs - rewind_epoch`` epochs with the mask on.
+    """
+    from labkit.models import build
+    from labkit.train import train
+
+    sparsity = check_sparsity(sparsity)
+    if not 0 <= rewind_epoch < epochs:
+        raise ValueError(f"rewind_epoch must be in [0, epochs={epochs}), got {rewind_epoch}")
+    model = build(kind, seed=seed)
+    train(model, train_split, epochs=rewind_epoch, lr=lr, seed=seed)
+    early = copy.deepcopy(model.state_dict())
+    train(model, train_split, epochs=epochs - rewind_epoch, lr=lr, seed=seed + 1)
+    masks = prune_model(model, method, sparsity)
+    ticket = build(kind, seed=seed + 10_000) if reinit else build(kind, seed=seed)
+    if not reinit:
+        ticket.load_state_dict(early)
+    for name, module in prunable_layers(ticket).items():
+        apply_mask(module, masks[name])
+    train(ticket, train_split, epochs=epochs - rewind_epoch, lr=lr, seed=seed + 2)
+    return ticket
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Sensitivity: which layers tolerate how much pruning (measured on the validation split)
+# ----------------------------------------------------------------------------------------------
+
+def sensitivity_scan(model: nn.Module, val_split: Split, sparsities: Sequence[float] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98),
+                     method: str = "magnitude") -> dict[str, list[float]]:
+    """Prune one layer at a time (others dense, no fine-tuning) and record validation accuracy per sparsity.
+
+    Use the *validation* split: choosing sparsities on the test split would leak it into the result.
+    """
+    from labkit.train import evaluate
+
+    if method not in ("magnitude", "random", "structured"):
+        raise ValueError(f"method must be 'magnitude', 'random' or 'structured' for a scan, got {method!r}")
+    sparsities = [check_sparsity(s) for s in sparsities]
+    result: dict[str, list[float]] = {}
+    for name in prunable_layers(model):
+        accs = []
+        for s in sparsities:
+            trial = copy.deepcopy(model)
+            prune_model(trial, method, s, layers=[name])
+            accs.append(evaluate(trial, val_split))
+        result[name] = accs
+    return result
+
+
+def choose_layer_sparsity(scan: Mapping[str, Sequence[float]], sparsities: Sequence[float], dense_accuracy: float,
+                          max_drop: float = 0.01) -> dict[str, float]:
+    """For each layer, the highest scanned sparsity whose validation accuracy stays within ``max_drop`` of dense.
+
+    A layer that loses more than ``max_drop`` even at the lowest scanned sparsity stays dense (0.0).
+    """
+    sparsities = list(sparsities)
+    if not 0 <= max_drop < 1:
+        raise ValueError(f"max_drop must be in [0, 1) (0.01 = one accuracy point), got {max_drop}")
+    chosen = {}
+    for name, accs in scan.items():
+        if len(accs) != len(sparsities):
+            raise ValueError(f"scan[{name!r}] has {len(accs)} accuracies for {len(sparsities)} sparsities")
+        ok = [s for s, a in zip(sparsities, accs) if a >= dense_accuracy - max_drop]
+        chosen[name] = max(ok) if ok else 0.0
+    return chosen
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Reports: sparsity and honest storage bytes
+# ----------------------------------------------------------------------------------------------
+
+def sparsity_report(model: nn.Module) -> dict:
+    """Zeros per prunable layer and overall: ``{"layers": [{name, shape, numel, nonzeros, sparsity}], "overall", "nonzeros", "numel"}``."""
+    layers = []
+    for name, w in current_weights(_require_module(model)).items():
+        nz = int(torch.count_nonzero(w))
+        layers.append({"name": name, "shape": tuple(w.shape), "numel": w.numel(), "nonzeros": nz,
+                       "sparsity": 1.0 - nz / w.numel()})
+    numel = sum(r["numel"] for r in layers)
+    nonzeros = sum(r["nonzeros"] for r in layers)
+    return {"layers": layers, "numel": numel, "nonzeros": nonzeros, "overall": 1.0 - nonzeros / numel}
+
+
+def _require_module(model: nn.Module) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def is_nm(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:
+    """True if every group of ``m`` consecutive weights along a row holds at most ``n`` nonzeros."""
+    _check_weight(weight)
+    n, m = _check_nm(n, m)
+    mat = _as_matrix(weight)
+    if mat.shape[1] % m:
+        return False
+    return bool(((mat.reshape(-1, m) != 0).sum(dim=1) <= n).all())
+
+
+def _divides(mat: torch.Tensor, block: int | tuple[int, int]) -> bool:
+    bh, bw = _check_block(block)
+    return mat.shape[0] % bh == 0 and mat.shape[1] % bw == 0
+
+
+def storage_bytes(weight: torch.Tensor, value_bytes: int = 4, index_bytes: int = 4,
+                  block: int | tuple[int, int] = 4) -> dict[str, int | None]:
+    """Bytes to store ``weight`` in each format of :data:`FORMATS`, counting indices and metadata.
+
+    * ``dense``: every value.
+    * ``csr``: nonzero values + a column index per value + ``rows + 1`` row pointers (``torch.to_sparse_csr``).
+    * ``bsr``: every value of each stored ``b x b`` tile + a column index per tile + block-row pointers
+      (``torch.to_sparse_bsr``); ``None`` if the block does not divide the matrix.
+    * ``2:4``: half the values + 2 bits of position per kept value (cuSPARSELt's layout); ``None``
+      unless the weight already satisfies 2:4.
+    * ``bitmask``: nonzero values + one bit per position.
+
+    ``value_bytes`` is 4 for float32, 2 for fp16/bf16; ``index_bytes`` 4 for int32 indices (torch itself
+    uses int64, 8 bytes).
+    """
+    _check_weight(weight)
+    for name, v in (("value_bytes", value_bytes), ("index_bytes", index_bytes)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int (bytes per entry), got {v!r}")
+    mat = _as_matrix(weight.detach()).float()
+    rows, cols = mat.shape
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": true, and not the learner's problem
+        warnings.simplefilter("ignore", UserWarning)
+        csr = mat.to_sparse_csr()
+        bsr = mat.to_sparse_bsr(_check_block(block)) if _divides(mat, block) else None
+    nnz = csr.values().numel()
+    out: dict[str, int | None] = {
+        "dense": rows * cols * value_bytes,
+        "csr": nnz * value_bytes + csr.col_indices().numel() * index_bytes + csr.crow_indices().numel() * index_bytes,
+    }
+    if bsr is not None:
+        out["bsr"] = (bsr.values().numel() * value_bytes + bsr.col_indices().numel() * index_bytes
+                      + bsr.crow_indices().numel() * index_bytes)
+    else:
+        out["bsr"] = None
+    # 2 bits of position for each of the 2 kept values in a group of 4 -> 4 bits per 4 weights.
+    out["2:4"] = (rows * cols // 2) * value_bytes + (rows * cols) // 8 if is_nm(mat, 2, 4) else None
+    out["bitmask"] = nnz * value_bytes + math.ceil(rows * cols / 8)
+    return out
+
+
+def model_storage_bytes(model: nn.Module, value_bytes: int = 4, index_bytes: int = 4,
+                        block: int | tuple[int, int] = 4) -> dict[str, int]:
+    """:func:`storage_bytes` summed over the prunable layers (weights only, biases excluded).
+
+    A layer a format cannot hold (a block that does not divide it, a layer that is not 2:4) is counted
+    at its dense size, as a real deployment would keep it dense.
+    """
+    total = dict.fromkeys(FORMATS, 0)
+    for w in current_weights(_require_module(model)).values():
+        sizes = storage_bytes(w, value_bytes, index_bytes, block)
+        for f in FORMATS:
+            total[f] += sizes[f] if sizes[f] is not None else sizes["dense"]
+    return total
+
+
+def dense_hidden_for_nonzeros(kind: str, nonzeros: int) -> tuple[int, int]:
+    """Hidden widths of a *small dense* model (same shape ratios as the default) with about ``nonzeros`` weights.
+
+    Used to compare a large sparse model against a small dense one at equal nonzero weights (Zhu & Gupta).
+    """
+    if kind not in ("mlp", "cnn"):
+        raise ValueError(f"kind must be 'mlp' or 'cnn', got {kind!r}")
+    if isinstance(nonzeros, bool) or not isinstance(nonzeros, int) or nonzeros < 1:
+        raise ValueError(f"nonzeros must be a positive int, got {nonzeros!r}")
+
+    def n_weights(a: int, b: int) -> int:  # weights of the prunable layers, biases excluded
+        return 64 * a + a * b + b * 10 if kind == "mlp" else 9 * a + 9 * a * b + 16 * b * 10
+
+    base = (256, 128) if kind == "mlp" else (16, 32)
+    candidates = [(a, max(1, round(a * base[1] / base[0]))) for a in range(1, 4 * base[0] + 1)]
+    return min(candidates, key=lambda ab: abs(n_weights(*ab) - nonzeros))
