@@ -1,0 +1,124 @@
+"""The BSR linear kernel against a float64 reference, under TRITON_INTERPRET=1 on a CPU."""
+import warnings
+
+import pytest
+import torch
+
+from labkit.kernels import _runtime as rt
+from labkit.kernels.bsr_linear import bsr_linear, bsr_linear_reference
+from labkit.kernels.testing import CPU_DTYPES, assert_close, block_sparse, reference
+
+warnings.filterwarnings("ignore", message="Sparse BSR tensor support is in beta")
+
+# (tokens M, outputs N, inputs K, block, density): M=1 and 16 take the split-K decode path,
+# 17+ the prefill path; 65/40 are not multiples of the 64-token tile.
+CASES = [(1, 128, 96, 32, 0.5), (5, 64, 128, 16, 0.3), (16, 96, 64, 32, 0.7),
+         (40, 64, 96, 16, 0.4), (65, 128, 128, 64, 0.5), (20, 32, 32, 32, 1.0)]
+
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+@pytest.mark.parametrize("m,n,k,bs,density", CASES)
+def test_bsr_matches_float64(m, n, k, bs, density, dtype):
+    gen = torch.Generator().manual_seed(m * 1000 + n + k)
+    w = block_sparse(n, k, bs, density, gen, empty_rows=1).to(dtype)
+    x = torch.randn(m, k, generator=gen).to(dtype)
+    b = torch.randn(n, generator=gen).to(dtype)
+    out = bsr_linear(x, w.to_sparse_bsr((bs, bs)), b)
+    assert_close(out, reference(x, w, b), dtype)
+
+
+@pytest.mark.parametrize("split_k", [1, 2, 3])
+def test_split_k_gives_the_same_answer(split_k):
+    gen = torch.Generator().manual_seed(7)
+    w = block_sparse(64, 128, 16, 0.6, gen)
+    x = torch.randn(3, 128, generator=gen)
+    assert_close(bsr_linear(x, w.to_sparse_bsr((16, 16)), split_k=split_k), reference(x, w, None), torch.float32)
+
+
+def test_all_zero_weight_gives_bias_only():
+    w = torch.zeros(64, 64)
+    b = torch.arange(64, dtype=torch.float32)
+    out = bsr_linear(torch.randn(4, 64), w.to_sparse_bsr((32, 32)), b)
+    assert torch.equal(out, b.expand(4, 64))
+
+
+def test_padded_weight_and_ragged_features():
+    """in/out features that are not block multiples: zero-pad the weight, pass out_features."""
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(50, 40, generator=gen)
+    w_pad = torch.nn.functional.pad(w, (0, 24, 0, 14))  # 64 x 64
+    x = torch.randn(18, 40, generator=gen)
+    out = bsr_linear(x, w_pad.to_sparse_bsr((32, 32)), out_features=50)
+    assert_close(out, reference(x, w, None), torch.float32)
+
+
+def test_reference_agrees_with_kernel():
+    gen = torch.Generator().manual_seed(5)
+    w = block_sparse(64, 64, 16, 0.5, gen)
+    x = torch.randn(17, 64, generator=gen)
+    wb = w.to_sparse_bsr((16, 16))
+    assert_close(bsr_linear(x, wb), bsr_linear_reference(x, wb).double(), torch.float32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or rt.interpreting(), reason="bf16 is tested on a GPU only")
+@pytest.mark.parametrize("m", [1, 16, 300])
+def test_bf16_on_gpu(m):
+    gen = torch.Generator().manual_seed(m)
+    w = block_sparse(256, 256, 64, 0.3, gen).bfloat16().cuda()
+    x = torch.randn(m, 256, generator=gen).bfloat16().cuda()
+    assert_close(bsr_linear(x, w.to_sparse_bsr((64, 64))), reference(x, w, None), torch.bfloat16)
+
+
+# ---- bad input: clear errors, never a crash -------------------------------------------------------
+def _bsr(n=64, k=64, bs=32, dtype=torch.float32):
+    return torch.randn(n, k).to(dtype).to_sparse_bsr((bs, bs))
+
+
+@pytest.mark.parametrize("make,err,match", [
+    (lambda: (torch.randn(2, 64), torch.randn(64, 64)), ValueError, "sparse_bsr"),
+    (lambda: (torch.randn(2, 64), torch.randn(64, 64).to_sparse_csr()), ValueError, "sparse_bsr"),
+    (lambda: (torch.randn(2, 64).half(), _bsr()), TypeError, "dtype"),
+    (lambda: (torch.randn(2, 96), _bsr()), ValueError, "inner dimensions"),
+    (lambda: (torch.randn(2, 16), _bsr()), ValueError, "inner dimensions"),
+    (lambda: (torch.randn(2, 64), _bsr(bs=8)), ValueError, "power of two >= 16"),
+    (lambda: (torch.randn(64, 2).t(), _bsr()), ValueError, "contiguous"),
+    (lambda: (torch.randn(2, 3, 64), _bsr()), ValueError, "2-D"),
+    (lambda: (torch.randn(2, 64).int(), _bsr()), TypeError, "dtype"),
+    (lambda: (torch.randn(2, 64), torch.randn(64, 64).to_sparse_bsr((16, 32))), ValueError, "square"),
+])
+def test_bad_inputs_raise(make, err, match):
+    x, w = make()
+    with pytest.raises(err, match=match):
+        bsr_linear(x, w)
+
+
+def test_device_mismatch_raises():
+    w = _bsr()
+    x = torch.randn(2, 64, device="meta")
+    with pytest.raises(ValueError, match="same device"):
+        bsr_linear(x, w)
+
+
+def test_bad_bias_and_split_raise():
+    w = _bsr()
+    with pytest.raises(ValueError, match="shape"):
+        bsr_linear(torch.randn(2, 64), w, torch.randn(10))
+    with pytest.raises(ValueError, match="split_k"):
+        bsr_linear(torch.randn(2, 64), w, split_k=0)
+    with pytest.raises(ValueError, match="power of two"):
+        rt.check_block(48)
+    with pytest.raises(TypeError, match="int"):
+        rt.check_block(32.0)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(m=st.integers(1, 70), rows=st.integers(1, 3), cols=st.integers(1, 3), bs=st.sampled_from([16, 32]),
+       density=st.floats(0.0, 1.0), seed=st.integers(0, 1000))
+def test_random_shapes(m, rows, cols, bs, density, seed):
+    gen = torch.Generator().manual_seed(seed)
+    w = block_sparse(rows * bs, cols * bs, bs, density, gen)
+    x = torch.randn(m, cols * bs, generator=gen)
+    assert_close(bsr_linear(x, w.to_sparse_bsr((bs, bs))), reference(x, w, None), torch.float32)

@@ -1,0 +1,67 @@
+"""The row-split CSR kernel and its load-imbalance tools, under the interpreter."""
+import pytest
+import torch
+
+from labkit.kernels import _runtime as rt
+from labkit.kernels.csr_linear import csr_linear, launch_order, row_stats
+from labkit.kernels.testing import CPU_DTYPES, assert_close, reference
+
+
+def unstructured(n, k, density, gen, dtype=torch.float32):
+    w = torch.randn(n, k, generator=gen) * (torch.rand(n, k, generator=gen) < density)
+    w[0] = 0  # an empty row
+    return w.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+@pytest.mark.parametrize("m,n,k,density,order", [(1, 40, 100, 0.2, "natural"), (7, 33, 64, 0.5, "longest_first"),
+                                                 (130, 16, 48, 0.1, "natural")])
+def test_csr_matches_float64(m, n, k, density, order, dtype):
+    gen = torch.Generator().manual_seed(m + n + k)
+    w = unstructured(n, k, density, gen, dtype)
+    x = torch.randn(m, k, generator=gen).to(dtype)
+    b = torch.randn(n, generator=gen).to(dtype)
+    assert_close(csr_linear(x, w.to_sparse_csr(), b, order=order), reference(x, w, b), dtype)
+
+
+def test_all_zero_weight():
+    out = csr_linear(torch.randn(3, 20), torch.zeros(10, 20).to_sparse_csr())
+    assert torch.equal(out, torch.zeros(3, 10))
+
+
+def test_row_stats_and_order_show_imbalance():
+    w = torch.zeros(4, 10)
+    w[0, :8] = 1  # one long row, three short ones
+    w[1, 0] = w[2, 0] = w[3, 0] = 1
+    stats = row_stats(w.to_sparse_csr())
+    assert stats["max"] == 8 and stats["nnz"] == 11 and stats["min"] == 1
+    assert stats["imbalance"] == pytest.approx(8 / (11 / 4))
+    order = launch_order(w.to_sparse_csr(), "longest_first")
+    assert order.dtype == torch.int32 and order[0].item() == 0
+    assert sorted(order.tolist()) == [0, 1, 2, 3]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or rt.interpreting(), reason="bf16 is tested on a GPU only")
+def test_bf16_on_gpu():
+    gen = torch.Generator().manual_seed(0)
+    w = unstructured(256, 256, 0.1, gen, torch.bfloat16).cuda()
+    x = torch.randn(40, 256, generator=gen).bfloat16().cuda()
+    assert_close(csr_linear(x, w.to_sparse_csr()), reference(x, w, None), torch.bfloat16)
+
+
+def test_bad_inputs():
+    w = torch.randn(8, 16).to_sparse_csr()
+    with pytest.raises(ValueError, match="sparse_csr"):
+        csr_linear(torch.randn(2, 16), torch.randn(8, 16))
+    with pytest.raises(ValueError, match="inner dimensions"):
+        csr_linear(torch.randn(2, 12), w)
+    with pytest.raises(TypeError, match="dtype"):
+        csr_linear(torch.randn(2, 16).half(), w)
+    with pytest.raises(ValueError, match="contiguous"):
+        csr_linear(torch.randn(16, 2).t(), w)
+    with pytest.raises(ValueError, match="same device"):
+        csr_linear(torch.randn(2, 16, device="meta"), w)
+    with pytest.raises(ValueError, match="order"):
+        csr_linear(torch.randn(2, 16), w, order="random")
+    with pytest.raises(ValueError, match="order"):
+        launch_order(w, "shortest")
