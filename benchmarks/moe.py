@@ -1,0 +1,193 @@
+"""Benchmark the fused MoE kernel against the naive loop, torch._grouped_mm and a dense SwiGLU FFN.
+
+On a GPU (the full run, about 2-4 minutes on an H200):
+
+    python benchmarks/moe.py                # writes benchmarks/results/moe_<gpu-name>.json
+
+Shapes: E=8 experts, top-2, d_model=4096, d_ff=14336 (Mixtral 8x7B's FFN), bf16, T in {16, 512, 4096}
+tokens, random router logits. For each T it first checks every implementation against the naive
+loop, then times (median, ``triton.testing.do_bench``):
+
+* ``naive``: the loop over experts (gather, 3 GEMMs, scatter-add), as in most tutorials;
+* ``grouped_mm``: ``torch._grouped_mm`` with its own permute and combine, and its GEMMs alone;
+* ``fused``: this lab's kernel, split into align (sort + pad), up GEMM (w1, w3, SwiGLU), down GEMM
+  (w2, gate) and combine, plus end to end; with the padding waste ``(padded - T*top_k) / padded``;
+* ``dense``: one SwiGLU FFN over ``T * top_k`` rows, the same FLOPs: the roof an MoE layer can reach.
+
+Without a GPU, ``--smoke`` runs the same code end to end under the Triton interpreter at a tiny
+size (seconds), so the script is known to work before a GPU session starts.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import re
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import labkit  # noqa: F401  (sets TRITON_INTERPRET=1 when there is no GPU, before triton loads)
+from labkit.kernels import moe as km
+from labkit.utils import median_time
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_problem(T: int, E: int, top_k: int, d: int, ff: int, dtype: torch.dtype, device: str, seed: int = 0):
+    """Random experts (scaled like nn.Linear) and a random router decision for T tokens."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.randn(T, d, generator=g).to(device, dtype)
+    w1 = (torch.randn(E, ff, d, generator=g) * d ** -0.5).to(device, dtype)
+    w3 = (torch.randn(E, ff, d, generator=g) * d ** -0.5).to(device, dtype)
+    w2 = (torch.randn(E, d, ff, generator=g) * ff ** -0.5).to(device, dtype)
+    gates, experts = torch.randn(T, E, generator=g).softmax(-1).topk(top_k, dim=-1)
+    return x, w1, w3, w2, gates.to(device), experts.to(device)
+
+
+def grouped_mm_moe(x, w1, w3, w2, gates, experts, stages: dict | None = None):
+    """The MoE layer with ``torch._grouped_mm``: permute with argsort, 3 grouped GEMMs, index_add combine."""
+    E, top_k = w1.shape[0], experts.shape[1]
+    flat = experts.reshape(-1)
+    order = flat.argsort(stable=True)
+    offs = torch.bincount(flat, minlength=E).cumsum(0).to(torch.int32)
+    xs = x[order // top_k]
+    h = F.silu(torch._grouped_mm(xs, w1.transpose(1, 2), offs=offs)) * torch._grouped_mm(xs, w3.transpose(1, 2), offs=offs)
+    y = torch._grouped_mm(h, w2.transpose(1, 2), offs=offs)
+    out = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+    out.index_add_(0, order // top_k, y.float() * gates.reshape(-1)[order, None])
+    return out.to(x.dtype)
+
+
+def dense_swiglu(xt, w1, w3, w2):
+    """One SwiGLU FFN (the expert-0 weights) over all rows: same FLOPs as the MoE layer."""
+    return F.linear(F.silu(F.linear(xt, w1)) * F.linear(xt, w3), w2)
+
+
+def timer(cuda: bool):
+    if cuda:
+        import triton.testing
+
+        return lambda fn: float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+    return lambda fn: 1e3 * median_time(fn, repeats=3, warmup=1)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
+
+
+def bench_one(T: int, E: int, top_k: int, d: int, ff: int, dtype: torch.dtype, device: str, ms_of) -> dict:
+    x, w1, w3, w2, gates, experts = make_problem(T, E, top_k, d, ff, dtype, device)
+    flops = 2 * 3 * T * top_k * d * ff
+    block_m = km.choose_block_m(T * top_k, E)
+    row = {"T": T, "E": E, "top_k": top_k, "d_model": d, "d_ff": ff, "dtype": str(dtype).replace("torch.", ""),
+           "block_m": block_m, "padding_waste": round(km.padding_waste(experts, E, block_m), 4),
+           "load_per_expert": torch.bincount(experts.reshape(-1), minlength=E).tolist()}
+
+    # Correctness first: everything against the naive loop (fp32 accumulation inside).
+    ref = km.moe_reference(x, w1, w3, w2, gates, experts)
+    fused_out = km.fused_moe(x, w1, w3, w2, gates, experts, block_m=block_m)
+    row["rel_err_fused"] = rel_err(fused_out, ref)
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    if not row["rel_err_fused"] < tol:
+        raise SystemExit(f"fused MoE disagrees with the naive loop at T={T}: rel err {row['rel_err_fused']:.3g}")
+
+    ms = {}
+    ms["naive"] = ms_of(lambda: km.moe_reference(x, w1, w3, w2, gates, experts))
+    try:
+        row["rel_err_grouped_mm"] = rel_err(grouped_mm_moe(x, w1, w3, w2, gates, experts), ref)
+        ms["grouped_mm"] = ms_of(lambda: grouped_mm_moe(x, w1, w3, w2, gates, experts))
+        flat = experts.reshape(-1)
+        order = flat.argsort(stable=True)
+        offs = torch.bincount(flat, minlength=E).cumsum(0).to(torch.int32)
+        xs = x[order // top_k]
+        w1t, w3t, w2t = w1.transpose(1, 2), w3.transpose(1, 2), w2.transpose(1, 2)
+
+        def gemms_only():
+            h = F.silu(torch._grouped_mm(xs, w1t, offs=offs)) * torch._grouped_mm(xs, w3t, offs=offs)
+            return torch._grouped_mm(h, w2t, offs=offs)
+
+        ms["grouped_mm_gemms_only"] = ms_of(gemms_only)
+    except (RuntimeError, AttributeError) as e:  # older torch or unsupported GPU
+        row["grouped_mm_error"] = repr(e)[:200]
+
+    # The fused kernel, stage by stage, then end to end.
+    sorted_slots, block_expert, _ = km.moe_align(experts, E, block_m)
+    h = km.moe_up(x, w1, w3, sorted_slots, block_expert, top_k, block_m)
+    y = km.moe_down(h, w2, gates, sorted_slots, block_expert, block_m)
+    ms["fused_align"] = ms_of(lambda: km.moe_align(experts, E, block_m))
+    ms["fused_up_gemm"] = ms_of(lambda: km.moe_up(x, w1, w3, sorted_slots, block_expert, top_k, block_m))
+    ms["fused_down_gemm"] = ms_of(lambda: km.moe_down(h, w2, gates, sorted_slots, block_expert, block_m))
+    ms["fused_combine"] = ms_of(lambda: km.moe_combine(y, top_k))
+    ms["fused"] = ms_of(lambda: km.fused_moe(x, w1, w3, w2, gates, experts, block_m=block_m))
+
+    xt = torch.randn(T * top_k, d, device=device).to(dtype)
+    ms["dense_same_flops"] = ms_of(lambda: dense_swiglu(xt, w1[0], w3[0], w2[0]))
+
+    row["ms"] = {k: round(v, 4) for k, v in ms.items()}
+    row["time_vs_dense"] = {k: round(v / ms["dense_same_flops"], 3) for k, v in ms.items()}
+    row["tflops"] = {k: round(flops / v / 1e9, 2) for k, v in ms.items() if not k.startswith("fused_")}
+    return row
+
+
+def device_name(cuda: bool) -> str:
+    if cuda:
+        return torch.cuda.get_device_name()
+    return f"cpu-{platform.machine()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny shapes, runs anywhere (Triton interpreter on a CPU); checks the script works")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default: benchmarks/results/moe_<gpu-name>.json; a smoke run writes nothing unless given)")
+    args = parser.parse_args(argv)
+
+    cuda = torch.cuda.is_available() and not args.smoke
+    if not cuda and not args.smoke:
+        print("No CUDA GPU: the full benchmark needs one. Run with --smoke to check the script on a CPU.")
+        return 2
+    if args.smoke:
+        device = "cuda" if torch.cuda.is_available() and not km._interpreting() else "cpu"
+        shapes = dict(E=4, top_k=2, d=32, ff=64, dtype=torch.float32)
+        tokens = [1, 16, 40]
+    else:
+        device = "cuda"
+        shapes = dict(E=8, top_k=2, d=4096, ff=14336, dtype=torch.bfloat16)
+        tokens = [16, 512, 4096]
+    ms_of = timer(device == "cuda")
+
+    rows = []
+    for T in tokens:
+        row = bench_one(T, shapes["E"], shapes["top_k"], shapes["d"], shapes["ff"], shapes["dtype"], device, ms_of)
+        rows.append(row)
+        r = row["time_vs_dense"]
+        print(f"T={T:5d} block_m={row['block_m']:3d} padding {row['padding_waste']:.1%}  time / dense FFN: "
+              + "  ".join(f"{k} {v:.2f}x" for k, v in r.items() if not k.startswith("fused_")))
+        print(f"        fused split (ms): align {row['ms']['fused_align']:.3f}  up {row['ms']['fused_up_gemm']:.3f}  "
+              f"down {row['ms']['fused_down_gemm']:.3f}  combine {row['ms']['fused_combine']:.3f}")
+
+    import triton
+
+    result = {"benchmark": "moe", "device": device_name(device == "cuda"), "smoke": args.smoke,
+              "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
+              "date": dt.date.today().isoformat(),
+              "target": "fused time / dense FFN time <= 1.11 at T=4096 (speed ratio >= 0.9)",
+              "rows": rows}
+    out = args.out
+    if out is None and not args.smoke:
+        slug = re.sub(r"[^a-z0-9]+", "-", device_name(True).lower()).strip("-")
+        out = RESULTS / f"moe_{slug}.json"
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""benchmarks/moe.py runs end to end at a tiny size (Triton interpreter), so a GPU session can run it at once."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit.backend import detect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(detect().name == "torch", reason="triton is not installed")
+def test_smoke_run_writes_a_complete_result(tmp_path):
+    out = tmp_path / "moe_smoke.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "moe.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["smoke"] is True and [r["T"] for r in result["rows"]] == [1, 16, 40]
+    for row in result["rows"]:
+        assert row["rel_err_fused"] < 1e-4
+        assert set(row["ms"]) >= {"naive", "fused", "fused_align", "fused_up_gemm", "fused_down_gemm",
+                                  "fused_combine", "dense_same_flops"}
+        assert 0.0 <= row["padding_waste"] < 1.0
+        assert sum(row["load_per_expert"]) == row["T"] * row["top_k"]
+
+
+def test_full_run_without_gpu_says_what_to_do():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "moe.py")], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the full run would start")
+    assert proc.returncode == 2 and "--smoke" in proc.stdout
