@@ -626,6 +626,11 @@ def sparsity_report(model: nn.Module) -> dict:
     return {"layers": layers, "numel": numel, "nonzeros": nonzeros, "overall": 1.0 - nonzeros / numel}
 
 
+def count_weights(model: nn.Module) -> int:
+    """Weights of the prunable layers (biases excluded), zeros included: the model's "size" in the plots."""
+    return sum(w.numel() for w in current_weights(_require_module(model)).values())
+
+
 def _require_module(model: nn.Module) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
