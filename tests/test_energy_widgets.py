@@ -1,0 +1,102 @@
+"""The energy notebook's zoo rows, Pareto chart, energy labels and deployment calculator."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from labkit import carbon, data
+from labkit.models import MLP
+from labkit.widgets import energy as we
+
+
+@pytest.fixture(scope="module")
+def rows():
+    ds = data.digits(0, flat=True)
+    dense, small = MLP(seed=0), MLP(hidden=(64, 32), seed=0)
+    zoo = {"dense": we.ZooModel("dense", "MLP 64-256-128-10", dense, [(dense, 3)]),
+           "structured": we.ZooModel("structured", "MLP 64-64-32-10", small, [(dense, 3), (small, 2)]),
+           "moe": we.ZooModel("moe", "4 experts", we.MoEClassifier(seed=0), [(we.MoEClassifier(seed=0), 3)])}
+    return we.energy_rows(zoo, ds.test, ds.train, batch_sizes=(1, 8))
+
+
+def test_rows_are_estimated_and_ordered_by_work(rows):
+    by = {r["name"]: r for r in rows}
+    assert all(r["kind"] == "estimated" for r in rows)
+    assert by["structured"]["j_per_inference_b1"] < by["dense"]["j_per_inference_b1"]
+    # Batching spreads the weight reads over more inputs: fewer joules per inference.
+    assert all(r["j_per_inference_b8"] < r["j_per_inference_b1"] for r in rows)
+    assert by["moe"]["active"] < by["moe"]["parameters"]
+    assert by["structured"]["train_steps"] == 5
+    assert by["structured"]["j_training"] > 0.6 * by["dense"]["j_training"]  # it pays for the dense pretraining
+
+
+def test_energy_rows_bad_input():
+    ds = data.digits(0, flat=True)
+    with pytest.raises(ValueError, match="zoo is empty"):
+        we.energy_rows({}, ds.test, ds.train)
+    m = MLP(seed=0)
+    with pytest.raises(ValueError, match="larger than the test split"):
+        we.energy_rows({"d": we.ZooModel("d", "", m, [(m, 1)])}, ds.test, ds.train, batch_sizes=(10_000,))
+
+
+def test_pareto_front():
+    pts = [(1.0, 90.0), (2.0, 95.0), (3.0, 94.0), (0.5, 80.0), (2.0, 90.0)]
+    assert we.pareto_front(pts) == [3, 0, 1]
+
+
+def test_pareto_figure_and_labels(rows):
+    fig = we.pareto_figure(rows, batch=1)
+    names = [t.name for t in fig.data]
+    assert names[0] == "Pareto front" and set(names[1:]) == {"dense", "structured", "moe"}
+    assert "ESTIMATED" in fig.layout.xaxis.title.text and fig.layout.xaxis.type == "log"
+    with pytest.raises(ValueError, match="j_per_inference_b64"):
+        we.pareto_figure(rows, batch=64)
+    cards = we.energy_labels(rows, "dense", batch=1)
+    assert cards.count("ESTIMATED") == 3 and "1.00x dense" in cards
+    with pytest.raises(ValueError, match="reference must be one of"):
+        we.energy_labels(rows, "sparse")
+
+
+def test_grade():
+    assert [we.grade(r) for r in (0.1, 0.4, 0.7, 1.0, 3.0)] == ["A", "B", "C", "D", "E"]
+    with pytest.raises(ValueError, match="ratio"):
+        we.grade(-1.0)
+
+
+def test_deployment_calculator_driven_from_python():
+    calc = we.deployment_calculator(2.0, requests_per_day=1e5, region="FRA", presets={"dense": 5.0})
+    assert calc.deployment.grid.region == "FRA"
+    before = list(calc.figure.data[0].y)
+    start = time.perf_counter()
+    calc.joules.value = 4.0
+    seconds = time.perf_counter() - start
+    print(f"deployment calculator update: {seconds * 1000:.1f} ms")
+    after = list(calc.figure.data[0].y)
+    assert after != before and after[0] == pytest.approx(2 * before[0], rel=1e-3)
+    calc.region.value = "POL"
+    colors = list(calc.figure.data[0].marker.color)
+    assert colors[carbon.regions().index("POL")] != colors[carbon.regions().index("FRA")]
+    assert "Poland" in calc.result.value and "PUE" in calc.result.value and "idle share" in calc.result.value
+    assert "estimated" in calc.result.value
+    calc.preset.value = "dense"
+    assert calc.joules.value == 5.0 and calc.deployment.joules_per_request == 5.0
+    expected = carbon.deployment(1e5, 5.0, "POL", pue=calc.pue.value, idle_share=calc.idle_share.value,
+                                 price_per_kwh=calc.price.value)
+    assert calc.deployment.tco2e_per_year == pytest.approx(expected.tco2e_per_year)
+
+
+def test_deployment_calculator_bad_input():
+    with pytest.raises(ValueError, match="unknown region"):
+        we.deployment_calculator(1.0, region="Narnia")
+    with pytest.raises(ValueError, match="joules_per_request"):
+        we.deployment_calculator(0.0)
+
+
+def test_moe_classifier_shapes_and_active_parameters():
+    m = we.MoEClassifier(seed=0)
+    assert m(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+    assert m.active_parameters() < sum(p.numel() for p in m.parameters())
+    with pytest.raises(ValueError, match="seed"):
+        we.MoEClassifier(seed=-1)
