@@ -1,0 +1,90 @@
+"""Self-checks for notebook 05 (energy and carbon). See :mod:`labkit.exercises` for the pattern."""
+from __future__ import annotations
+
+import math
+
+from labkit import carbon, energy
+from labkit.exercises import expect, passed, unanswered
+
+
+def _number(answer: object, exercise: str) -> float:
+    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool),
+           f"{exercise}: expected a number, got {type(answer).__name__}")
+    expect(math.isfinite(answer), f"{exercise}: expected a finite number, got {answer}")
+    return float(answer)
+
+
+def expected_kind(statuses: list[energy.SensorStatus] | None = None) -> str:
+    """The kind :func:`labkit.energy.measure` reports as primary here, from the sensor statuses."""
+    statuses = energy.sensor_status() if statuses is None else statuses
+    by_name = {s.name: s for s in statuses}
+    nvml = by_name.get("nvml")
+    if nvml is not None and nvml.available:
+        return "sampled" if "sampled" in nvml.reason else "measured"
+    rapl = by_name.get("rapl")
+    if rapl is not None and rapl.available:
+        return "measured"
+    return "estimated"
+
+
+def check_primary_kind(answer: object, statuses: list[energy.SensorStatus] | None = None) -> bool:
+    """Exercise 1: which kind ('measured', 'sampled' or 'estimated') will the primary reading be here?"""
+    name = "Exercise 1 (what can this machine measure?)"
+    if unanswered(answer, name):
+        return False
+    expect(answer in energy.KINDS, f"{name}: answer with one of {energy.KINDS}, got {answer!r}")
+    truth = expected_kind(statuses)
+    expect(answer == truth, f"{name}: not quite. Read the sensor list above: the first *available* meter in the "
+                            "order NVML, RAPL, model decides. A model is never 'measured'.")
+    return passed(name, f"Here the primary reading is {truth}.")
+
+
+def check_zero_skipping(answer: object, dense_compute_joules: float, weight_density: float) -> bool:
+    """Exercise 2: estimated arithmetic joules if a kernel skipped every zero of the unstructured model."""
+    name = "Exercise 2 (what would skipping zeros save?)"
+    if unanswered(answer, name):
+        return False
+    value = _number(answer, name)
+    truth = dense_compute_joules * weight_density
+    expect(value != dense_compute_joules, f"{name}: that is the dense figure. Stored densely, zeros are still "
+                                          "multiplied; a zero-skipping kernel does only the non-zero share.")
+    expect(math.isclose(value, truth, rel_tol=0.02),
+           f"{name}: expected about {weight_density:.0%} of the dense arithmetic energy. Multiply the dense "
+           "model's arithmetic joules by the share of weights that are non-zero.")
+    return passed(name, f"{truth:.3g} J. DRAM traffic is another matter: sparse formats store indices too.")
+
+
+def check_greenest_region(answer: object, joules: float) -> bool:
+    """Exercise 3: ``(region_code, ratio)``: the cleanest bundled region, and dirtiest/cleanest kgCO2e."""
+    name = "Exercise 3 (where to run it?)"
+    if unanswered(answer, name):
+        return False
+    expect(isinstance(answer, tuple) and len(answer) == 2,
+           f"{name}: answer with a tuple (region_code, ratio), e.g. ('XYZ', 3.0), got {answer!r}")
+    code, ratio = answer
+    kg = carbon.by_region(joules)
+    best, worst = min(kg, key=kg.get), max(kg, key=kg.get)
+    expect(isinstance(code, str) and code.upper() == best,
+           f"{name}: {code!r} is not the cleanest. Look at carbon.by_region(...) or carbon.regions() (cleanest first).")
+    ratio = _number(ratio, name)
+    truth = kg[worst] / kg[best]
+    expect(math.isclose(ratio, truth, rel_tol=0.02),
+           f"{name}: the ratio should be the dirtiest region's kgCO2e divided by the cleanest's ({worst} / {best}).")
+    return passed(name, f"{best}; {worst} would emit {truth:.0f}x more for the same joules.")
+
+
+def check_deployment_kwh(answer: object, requests_per_day: float, joules_per_request: float, pue: float,
+                         idle_share: float) -> bool:
+    """Exercise 4: facility kWh per year for a deployment, by hand."""
+    name = "Exercise 4 (a year of serving)"
+    if unanswered(answer, name):
+        return False
+    value = _number(answer, name)
+    d = carbon.deployment(requests_per_day, joules_per_request, "WORLD", pue=pue, idle_share=idle_share)
+    active = d.active_kwh_per_year
+    expect(not math.isclose(value, active, rel_tol=0.02),
+           f"{name}: that is the active energy only. Add idle energy (active / (1 - idle share)), then multiply by PUE.")
+    expect(math.isclose(value, d.kwh_per_year, rel_tol=0.02),
+           f"{name}: expected requests/day x 365 x J/request / 3.6e6 J per kWh, divided by (1 - idle share), "
+           "times PUE.")
+    return passed(name, f"{d.kwh_per_year:.4g} kWh per year.")
