@@ -74,8 +74,9 @@ def link_notebooks(fragment: str, stems: list[str]) -> str:
     """Point links and `code` mentions of ``NN_name(.ipynb)`` at the site's ``NN_name.html`` pages."""
     for stem in stems:
         fragment = re.sub(rf'href="[^"]*?{re.escape(stem)}\.ipynb"', f'href="{stem}.html"', fragment)
-        fragment = re.sub(rf"(?<!>)<code>((?:notebooks/)?{re.escape(stem)}(?:\.ipynb)?)</code>(?!</a>)",
-                          rf'<a href="{stem}.html"><code>\1</code></a>', fragment)
+        fragment = re.sub(rf"(<a [^>]*>)?<code>((?:notebooks/)?{re.escape(stem)}(?:\.ipynb)?)</code>",
+                          lambda m: m.group(0) if m.group(1) else f'<a href="{stem}.html">{m.group(0)}</a>',
+                          fragment)
     return fragment
 
 
@@ -188,7 +189,7 @@ def build(out: Path, notebooks: Path = ROOT / "notebooks", readme: Path = ROOT /
                      "labsite": {"title": "Sparse Models Lab", "notebook": path.name, "prev": neighbour(i - 1),
                                  "next": neighbour(i + 1), "download": f"notebooks/{path.name}"}}
         body, _ = exporter.from_notebook_node(nbs[stem], resources=resources)
-        (out / f"{stem}.html").write_text(body, encoding="utf-8")
+        (out / f"{stem}.html").write_text(link_notebooks(body, stems), encoding="utf-8")
         shutil.copy(path, out / "notebooks" / path.name)
 
     readme_text = Path(readme).read_text(encoding="utf-8") if Path(readme).exists() else ""
