@@ -46,6 +46,14 @@ def autotune_configs(gpu_configs: list, interpreter_config):
     return [interpreter_config] if interpreting() else gpu_configs
 
 
+def autotune_bench(kernel_call, quantiles):
+    """Short timing for ``@triton.autotune`` (5 ms warm-up, 20 ms of repeats instead of 25 and 100):
+    a benchmark grid tunes hundreds of cases, and the ranking of configs is stable at this length."""
+    from triton.testing import do_bench
+
+    return do_bench(kernel_call, warmup=5, rep=20, quantiles=quantiles)
+
+
 def num_sms(device: torch.device) -> int:
     """Streaming multiprocessors on ``device`` (132 on an H100/H200); a nominal 4 on the CPU."""
     if device.type == "cuda":

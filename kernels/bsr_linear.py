@@ -48,8 +48,8 @@ if rt.HAS_TRITON:
     @triton.jit
     def _bsr_linear_kernel(
         x_ptr, crow_ptr, col_ptr, val_ptr, bias_ptr, out_ptr,
-        M, N, K, NNZB, stride_xm, stride_om, stride_os,
-        BS: tl.constexpr, BLOCK_M: tl.constexpr, GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
+        M, N, K, NNZB, SPLIT_K, stride_xm, stride_om, stride_os,
+        BS: tl.constexpr, BLOCK_M: tl.constexpr, GROUP_M: tl.constexpr, PARTIAL: tl.constexpr,
         HAS_BIAS: tl.constexpr, CAST_FP32: tl.constexpr,
     ):
         # -- which tile am I? Grouped order: GROUP_M token tiles share each block row in turn --------
@@ -91,7 +91,7 @@ if rt.HAS_TRITON:
         # -- write: the finished tile (+ bias), or an fp32 partial sum for the split-K reduction ------
         offs_n = row * BS + offs_b
         mask = m_ok[:, None] & (offs_n[None, :] < N)
-        if SPLIT_K == 1:
+        if not PARTIAL:
             if HAS_BIAS:
                 acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
             tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :],
@@ -105,10 +105,10 @@ if rt.HAS_TRITON:
     # Prefill: many tokens. Big token tiles give each loaded weight block more reuse.
     _prefill = triton.autotune(
         configs=rt.autotune_configs(
-            [_cfg(bm, g, w, s) for bm, w in ((64, 4), (128, 4), (128, 8), (256, 8))
-             for g in (8, 32) for s in (3, 4)],
+            [_cfg(bm, g, w, s) for bm, w, s in ((64, 4, 4), (128, 4, 3), (128, 8, 3), (256, 8, 3))
+             for g in (8, 32)],
             _cfg(64, 8, 4, 1)),
-        key=["M", "N", "K", "BS", "NNZB"],
+        do_bench=rt.autotune_bench, key=["M", "N", "K", "BS", "NNZB"],
     )(_bsr_linear_kernel)
 
     # Decode: 1-16 tokens, one 16-row tile (the smallest tl.dot the GPU accepts); only the
@@ -116,9 +116,9 @@ if rt.HAS_TRITON:
     _decode = triton.autotune(
         configs=rt.autotune_configs(
             [triton.Config({"BLOCK_M": 16, "GROUP_M": 1}, num_warps=w, num_stages=s)
-             for w in (2, 4, 8) for s in (2, 3, 4)],
+             for w in (2, 4) for s in (2, 3, 4)],
             triton.Config({"BLOCK_M": 16, "GROUP_M": 1}, num_warps=4, num_stages=1)),
-        key=["N", "K", "BS", "NNZB", "SPLIT_K"],
+        do_bench=rt.autotune_bench, key=["N", "K", "BS", "NNZB", "SPLIT_K"],
     )(_bsr_linear_kernel)
 
 #: Token counts up to this use the split-K decode path.
@@ -206,8 +206,8 @@ def bsr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
         return (triton.cdiv(m, meta["BLOCK_M"]) * rows, split_k)
 
     kernel[grid](x, crow, col, values, bias if bias is not None else x, out,
-                 m, n, k, nnzb, x.stride(0), n, stride_os,
-                 BS=bs, SPLIT_K=split_k, HAS_BIAS=bias is not None and split_k == 1, CAST_FP32=cast)
+                 m, n, k, nnzb, split_k, x.stride(0), n, stride_os,
+                 BS=bs, PARTIAL=split_k > 1, HAS_BIAS=bias is not None and split_k == 1, CAST_FP32=cast)
     if split_k == 1:
         return out
     y = out.sum(0)

@@ -45,9 +45,9 @@ if rt.HAS_TRITON:
     @triton.jit
     def _semi24_linear_kernel(
         x_ptr, val_ptr, meta_ptr, bias_ptr, out_ptr,
-        M, N, K, stride_xm, stride_vn, stride_mn, stride_om, stride_os,
+        M, N, K, SPLIT_K, stride_xm, stride_vn, stride_mn, stride_om, stride_os,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-        SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, CAST_FP32: tl.constexpr,
+        PARTIAL: tl.constexpr, HAS_BIAS: tl.constexpr, CAST_FP32: tl.constexpr,
     ):
         # grouped program order, as in Triton's matmul tutorial, so neighbouring programs share tiles in L2
         pid = tl.program_id(0)
@@ -91,7 +91,7 @@ if rt.HAS_TRITON:
             chunk += SPLIT_K
 
         mask = m_ok[:, None] & n_ok[None, :]
-        if SPLIT_K == 1:
+        if not PARTIAL:
             if HAS_BIAS:
                 acc += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
             tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
@@ -104,14 +104,14 @@ if rt.HAS_TRITON:
             [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "GROUP_M": 8}, num_warps=w, num_stages=s)
              for bm, bn, w in ((64, 64, 4), (128, 64, 4), (128, 128, 8), (64, 128, 4)) for s in (3, 4)],
             triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "GROUP_M": 8}, num_warps=4, num_stages=1)),
-        key=["M", "N", "K"],
+        do_bench=rt.autotune_bench, key=["M", "N", "K"],
     )
     _decode = triton.autotune(
         configs=rt.autotune_configs(
             [triton.Config({"BLOCK_M": 16, "BLOCK_N": bn, "GROUP_M": 1}, num_warps=w, num_stages=s)
-             for bn in (32, 64) for w in (4, 8) for s in (2, 3, 4)],
+             for bn in (32, 64) for w in (4, 8) for s in (2, 4)],
             triton.Config({"BLOCK_M": 16, "BLOCK_N": 64, "GROUP_M": 1}, num_warps=4, num_stages=1)),
-        key=["N", "K", "SPLIT_K"],
+        do_bench=rt.autotune_bench, key=["N", "K", "SPLIT_K"],
     )
     _prefill = _prefill(_semi24_linear_kernel)
     _decode = _decode(_semi24_linear_kernel)
@@ -222,8 +222,8 @@ def semi24_linear(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
         return (triton.cdiv(m, meta_["BLOCK_M"]) * triton.cdiv(n, meta_["BLOCK_N"]), split_k)
 
     kernel[grid](x, values, meta, bias if bias is not None else x, out,
-                 m, n, k, x.stride(0), values.stride(0), meta.stride(0), n, stride_os,
-                 BLOCK_K=BLOCK_K, SPLIT_K=split_k, HAS_BIAS=bias is not None and split_k == 1,
+                 m, n, k, split_k, x.stride(0), values.stride(0), meta.stride(0), n, stride_os,
+                 BLOCK_K=BLOCK_K, PARTIAL=split_k > 1, HAS_BIAS=bias is not None and split_k == 1,
                  CAST_FP32=rt.interpreting() and x.dtype == torch.bfloat16)
     if split_k == 1:
         return out

@@ -76,7 +76,8 @@ def detect_block(weight: torch.Tensor, blocks: tuple[int, ...] = (64, 32, 16), s
     return None
 
 
-def _bucket(m: int) -> int:
+def bucket_for(m: int) -> int:
+    """The planning bucket of :data:`BUCKETS` nearest ``m`` tokens (in log scale)."""
     return min(BUCKETS, key=lambda b: abs(math.log(b) - math.log(max(m, 1))))
 
 
@@ -234,7 +235,7 @@ class SparseLinear(nn.Module):
 
     def choose(self, m: int, x: torch.Tensor | None = None) -> str:
         """The format used for ``m`` tokens (deciding, and measuring if needed, the first time)."""
-        bucket = _bucket(m)
+        bucket = bucket_for(m)
         if bucket not in self.plan:
             x = x if x is not None else self.weight
             self.plan[bucket] = self._from_results(bucket) or self._measure(x, bucket)

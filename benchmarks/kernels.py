@@ -1,0 +1,295 @@
+"""Benchmark the lab's sparse kernels against dense ``F.linear`` and PyTorch's own sparse paths.
+
+On a GPU (the full grid, about 6-8 minutes on an H200, progress printed as it goes):
+
+    python benchmarks/kernels.py            # writes benchmarks/results/<gpu-name>.json
+
+Grid (the kernels issue): weights 8192x8192 and 14336x4096 (out x in); bf16 and fp16; tokens
+M in {1, 16, 128, 1024, 8192}; densities {0.5, 0.25, 0.1, 0.05}; BSR blocks 32 and 64. For each
+case it first checks the kernel's output against the dense reference (``F.linear`` on the same
+zero-filled weight), then times (``triton.testing.do_bench``, median):
+
+* ``bsr``: :func:`labkit.kernels.bsr_linear.bsr_linear`; baseline ``torch.sparse._triton_ops.bsr_dense_mm``;
+* ``2:4``: :func:`labkit.kernels.semi24.semi24_linear` (density 0.5); baseline ``to_sparse_semi_structured``;
+* ``csr``: :func:`labkit.kernels.csr_linear.csr_linear`; baseline cuSPARSE (``torch.sparse.mm`` on CSR);
+* ``auto``: :class:`labkit.sparse.SparseLinear` with ``format="auto"`` on the BSR (density 0.1,
+  block 64) and 2:4 weights, against dense.
+
+Each row has exactly: ``kernel, M, N, K, dtype, density, block, ms, dense_ms, baseline, baseline_ms,
+speedup_vs_dense, speedup_vs_baseline``. The file also records the GPU name, torch and triton
+versions and the date; ``bandwidth`` (decode rows' achieved bytes/s against a measured device copy);
+``energy`` (NVML joules of dense against BSR at density 0.1, when NVML is available); the SparseLinear
+``auto_plans``; and any ``errors``. Baselines get their operand in the layout they want
+(``x.T`` contiguous) outside the timed region, which favours them slightly.
+
+Without a GPU, ``--smoke`` runs the same code end to end under the Triton interpreter at a tiny
+size (seconds), so the script is known to work before a GPU session starts.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import labkit  # noqa: F401  (sets TRITON_INTERPRET=1 when there is no GPU, before triton loads)
+from labkit.kernels import _runtime as rt
+from labkit.kernels.bsr_linear import bsr_linear
+from labkit.kernels.csr_linear import csr_linear
+from labkit.kernels.semi24 import pack_24, semi24_linear
+from labkit.kernels.testing import block_sparse, two_four, unstructured
+from labkit.sparse import SparseLinear, bucket_for, results_name
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COLUMNS = ("kernel", "M", "N", "K", "dtype", "density", "block", "ms", "dense_ms", "baseline", "baseline_ms",
+           "speedup_vs_dense", "speedup_vs_baseline")
+
+FULL = dict(shapes=[(8192, 8192), (14336, 4096)], dtypes=["bfloat16", "float16"], tokens=[1, 16, 128, 1024, 8192],
+            densities=[0.5, 0.25, 0.1, 0.05], blocks=[32, 64])
+SMOKE = dict(shapes=[(64, 128)], dtypes=["float16"], tokens=[1, 40], densities=[0.5, 0.1], blocks=[32, 64])
+
+warnings.filterwarnings("ignore", message="Sparse (BSR|CSR) tensor support is in beta")
+warnings.filterwarnings("ignore", message=".*non-optimal triton kernel parameters.*")
+
+
+def log(*a) -> None:
+    print(*a, flush=True)
+
+
+def timer(device: str):
+    """Median milliseconds of a call: do_bench on a GPU, a few wall-clock repeats on a CPU."""
+    if device == "cuda":
+        from triton.testing import do_bench
+
+        return lambda fn: do_bench(fn, warmup=10, rep=40, return_mode="median")
+    from labkit.utils import median_time
+
+    return lambda fn: median_time(fn, repeats=1, warmup=0) * 1e3
+
+
+def row(kernel, m, n, k, dtype, density, block, ms, dense_ms, baseline=None, baseline_ms=None) -> dict:
+    r = dict(kernel=kernel, M=m, N=n, K=k, dtype=dtype, density=density, block=block,
+             ms=None if ms is None else round(ms, 5), dense_ms=round(dense_ms, 5), baseline=baseline,
+             baseline_ms=None if baseline_ms is None else round(baseline_ms, 5),
+             speedup_vs_dense=None if not ms else round(dense_ms / ms, 3),
+             speedup_vs_baseline=None if not (ms and baseline_ms) else round(baseline_ms / ms, 3))
+    assert tuple(r) == COLUMNS
+    return r
+
+
+class Run:
+    """One benchmark run: collects rows, errors and side measurements, and knows its time budget."""
+
+    def __init__(self, device: str, budget_s: float):
+        self.device, self.budget_s, self.t0 = device, budget_s, time.time()
+        self.time = timer(device)
+        self.rows: list[dict] = []
+        self.errors: list[str] = []
+        self.bandwidth: list[dict] = []
+        self.energy: list[dict] = []
+        self.auto_plans: list[dict] = []
+        self.skipped = 0
+
+    def over_budget(self) -> bool:
+        return time.time() - self.t0 > self.budget_s
+
+    def checked(self, name: str, fn, ref: torch.Tensor, dtype: torch.dtype) -> float | None:
+        """Run ``fn`` once, compare with ``ref``, then time it; None (and an error noted) if it fails."""
+        try:
+            out = fn()
+            err = rt.rel_error(out, ref)
+            if not math.isfinite(err) or err > rt.TOLERANCE[dtype]:
+                self.errors.append(f"{name}: relative error {err:.2e} above tolerance {rt.TOLERANCE[dtype]}")
+                return None
+            return self.time(fn)
+        except Exception as e:  # noqa: BLE001  (a failing path is recorded, the run goes on)
+            self.errors.append(f"{name}: {type(e).__name__}: {str(e)[:200]}")
+            return None
+
+
+def copy_bandwidth(run: Run) -> float:
+    """Device copy bandwidth in GB/s (bytes read + written): the roof decode kernels are held to."""
+    n = (512 << 20) if run.device == "cuda" else (1 << 20)
+    src = torch.empty(n, dtype=torch.uint8, device=run.device)
+    dst = torch.empty_like(src)
+    ms = run.time(lambda: dst.copy_(src))
+    return 2 * n / ms / 1e6
+
+
+def bench_case(run: Run, n: int, k: int, dtype_name: str, grid: dict, copy_gbps: float) -> None:
+    dtype = getattr(torch, dtype_name)
+    dev = run.device
+    gen = torch.Generator().manual_seed(n + k)
+    for m in grid["tokens"]:
+        x = torch.randn(m, k, device=dev, dtype=dtype)
+        xt = x.t().contiguous()
+        dense_w = torch.randn(n, k, device=dev, dtype=dtype)
+        dense_ms = run.time(lambda: F.linear(x, dense_w))
+        del dense_w
+        tag = f"{n}x{k} {dtype_name} M={m}"
+
+        def add(kernel, density, block, ms, baseline=None, baseline_ms=None, weight_bytes=None):
+            r = row(kernel, m, n, k, dtype_name, density, block, ms, dense_ms, baseline, baseline_ms)
+            run.rows.append(r)
+            if weight_bytes is not None and ms and m <= 16:
+                moved = weight_bytes + (m * k + m * n) * x.element_size()
+                gbps = moved / ms / 1e6
+                run.bandwidth.append(dict(kernel=kernel, M=m, N=n, K=k, dtype=dtype_name, density=density,
+                                          block=block, GB_per_s=round(gbps, 1),
+                                          share_of_copy=round(gbps / copy_gbps, 3)))
+            log(f"  [{time.time() - run.t0:6.0f}s] {kernel:4s} {tag} d={density} b={block}: "
+                f"{r['ms']} ms, dense {r['dense_ms']} ms, x{r['speedup_vs_dense']} vs dense, "
+                f"baseline {baseline} {r['baseline_ms']} ms")
+
+        # ---- BSR -------------------------------------------------------------------------------
+        for block in grid["blocks"]:
+            for density in grid["densities"]:
+                if run.over_budget():
+                    run.skipped += 1
+                    continue
+                w = block_sparse(n, k, block, density, gen, device=dev).to(dtype)
+                ref = F.linear(x, w)
+                wb = w.to_sparse_bsr((block, block))
+                ms = run.checked(f"bsr {tag} d={density} b={block}", lambda: bsr_linear(x, wb), ref, dtype)
+                base_ms = None
+                if dev == "cuda":
+                    from torch.sparse._triton_ops import bsr_dense_mm
+                    base_ms = run.checked(f"torch bsr_dense_mm {tag} d={density} b={block}",
+                                          lambda: bsr_dense_mm(wb, xt), ref.t(), dtype)
+                nbytes = wb.values().numel() * x.element_size() + (wb.col_indices().numel() + n // block) * 8
+                add("bsr", density, block, ms, "torch.sparse._triton_ops.bsr_dense_mm", base_ms, nbytes)
+                if density == 0.1 and block == 64:
+                    auto(run, w, x, ref, tag, add, density, block, "bsr")
+                del w, wb, ref
+
+        # ---- 2:4 --------------------------------------------------------------------------------
+        if not run.over_budget():
+            w = two_four(n, k, gen, device=dev).to(dtype)
+            ref = F.linear(x, w)
+            values, meta = pack_24(w)
+            ms = run.checked(f"2:4 {tag}", lambda: semi24_linear(x, values, meta), ref, dtype)
+            base_ms = None
+            if dev == "cuda":
+                try:
+                    from torch.sparse import to_sparse_semi_structured
+                    ws = to_sparse_semi_structured(w)
+                    base_ms = run.checked(f"to_sparse_semi_structured {tag}", lambda: F.linear(x, ws), ref, dtype)
+                except Exception as e:  # noqa: BLE001
+                    run.errors.append(f"to_sparse_semi_structured {tag}: {type(e).__name__}: {str(e)[:200]}")
+            nbytes = values.numel() * values.element_size() + meta.numel()
+            add("2:4", 0.5, None, ms, "torch.sparse.to_sparse_semi_structured", base_ms, nbytes)
+            auto(run, w, x, ref, tag, add, 0.5, None, "2:4")
+            del w, ref, values, meta
+        else:
+            run.skipped += 1
+
+        # ---- CSR --------------------------------------------------------------------------------
+        for density in grid["densities"]:
+            if run.over_budget():
+                run.skipped += 1
+                continue
+            w = unstructured(n, k, density, gen, device=dev).to(dtype)
+            ref = F.linear(x, w)
+            wc = w.to_sparse_csr()
+            ms = run.checked(f"csr {tag} d={density}", lambda: csr_linear(x, wc), ref, dtype)
+            base_ms = None
+            if dev == "cuda":
+                base_ms = run.checked(f"cuSPARSE csr {tag} d={density}", lambda: torch.sparse.mm(wc, xt),
+                                      ref.t(), dtype)
+            nbytes = wc.values().numel() * x.element_size() + wc.col_indices().numel() * 8 + (n + 1) * 8
+            add("csr", density, None, ms, "cuSPARSE (torch.sparse.mm, CSR)", base_ms, nbytes)
+            del w, wc, ref
+
+
+def auto(run: Run, w, x, ref, tag, add, density, block, source) -> None:
+    """SparseLinear(format='auto') on this weight: decide its plan, then time the call as a user would."""
+    layer = SparseLinear(w, format="auto")
+    try:
+        fmt = layer.choose(x.shape[0], x)
+    except Exception as e:  # noqa: BLE001
+        run.errors.append(f"auto {tag} {source}: {type(e).__name__}: {str(e)[:200]}")
+        return
+    ms = run.checked(f"auto {tag} {source}", lambda: layer(x), ref, x.dtype)
+    run.auto_plans.append(dict(weight=source, M=x.shape[0], N=w.shape[0], K=w.shape[1], dtype=str(x.dtype)[6:],
+                               chosen=fmt, timings_ms={f: round(t, 5) for f, t in
+                                                       layer.timings.get(bucket_for(x.shape[0]), {}).items()}))
+    add("auto", density, block, ms, f"SparseLinear chose {fmt}", None)
+
+
+def energy(run: Run) -> None:
+    """NVML joules per call of dense against the lab's BSR kernel at density 0.1 (8192^3, bf16, 64 blocks)."""
+    if run.device != "cuda":
+        return
+    from labkit import energy as en
+
+    x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    w = block_sparse(8192, 8192, 64, 0.1, torch.Generator().manual_seed(1), device="cuda").to(torch.bfloat16)
+    wb = w.to_sparse_bsr((64, 64))
+    for name, fn in (("dense F.linear", lambda: F.linear(x, w)), ("lab bsr_linear d=0.1 b=64", lambda: bsr_linear(x, wb))):
+        try:
+            with en.measure(items=1, min_window_s=2.0) as m:
+                rep = m.run(fn)
+            run.energy.append(dict(case=name, M=8192, N=8192, K=8192, dtype="bfloat16", joules_per_call=round(rep.joules_per_item, 5),
+                                   kind=rep.kind, scope=rep.primary.scope, avg_watts=round(rep.avg_watts, 1),
+                                   calls=rep.repeats))
+            log(f"  energy {name}: {rep.joules_per_item:.4f} J per call ({rep.kind}, {rep.avg_watts:.0f} W)")
+        except Exception as e:  # noqa: BLE001
+            run.errors.append(f"energy {name}: {type(e).__name__}: {str(e)[:200]}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes; runs under the Triton interpreter on a CPU")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output JSON (default: benchmarks/results/<gpu-name>.json on a GPU; none for --smoke)")
+    ap.add_argument("--budget-s", type=float, default=420.0,
+                    help="stop starting new cases after this many seconds (the file says what was skipped)")
+    ap.add_argument("--no-energy", action="store_true", help="skip the NVML energy comparison")
+    args = ap.parse_args(argv)
+
+    cuda = torch.cuda.is_available() and not rt.interpreting()
+    if not cuda and not args.smoke:
+        ap.error("no GPU here: run with --smoke for the CPU correctness run under the Triton interpreter")
+    device = "cuda" if cuda else "cpu"
+    grid = SMOKE if args.smoke else FULL
+    run = Run(device, args.budget_s)
+    gpu = torch.cuda.get_device_name() if cuda else "cpu (Triton interpreter)"
+    import importlib.metadata as md
+    triton_version = md.version("triton") if rt.HAS_TRITON else None
+    log(f"benchmarks/kernels.py on {gpu}; torch {torch.__version__}, triton {triton_version}; "
+        f"{'smoke' if args.smoke else 'full'} grid, budget {args.budget_s:.0f} s")
+    copy_gbps = copy_bandwidth(run)
+    log(f"copy bandwidth: {copy_gbps:.0f} GB/s")
+    for n, k in grid["shapes"]:
+        for dtype_name in grid["dtypes"]:
+            log(f"== weight {n}x{k} {dtype_name}")
+            bench_case(run, n, k, dtype_name, grid, copy_gbps)
+    if not args.no_energy and not args.smoke:
+        energy(run)
+
+    result = dict(gpu=gpu, torch=torch.__version__, triton=triton_version,
+                  date=dt.date.today().isoformat(), smoke=args.smoke, columns=list(COLUMNS),
+                  copy_GB_per_s=round(copy_gbps, 1), complete=run.skipped == 0, skipped_cases=run.skipped,
+                  seconds=round(time.time() - run.t0, 1), rows=run.rows, bandwidth=run.bandwidth,
+                  energy=run.energy, auto_plans=run.auto_plans, errors=run.errors)
+    out = args.out or (None if args.smoke else RESULTS / f"{results_name(gpu)}.json")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        log(f"wrote {out}")
+    log(f"{len(run.rows)} rows, {len(run.errors)} errors, {run.skipped} cases skipped, {result['seconds']} s")
+    for e in run.errors:
+        log("ERROR", e)
+    return result
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
