@@ -142,8 +142,8 @@ def bench_case(run: Run, n: int, k: int, dtype_name: str, grid: dict, copy_gbps:
                 moved = weight_bytes + (m * k + m * n) * x.element_size()
                 gbps = moved / ms / 1e6
                 run.bandwidth.append(dict(kernel=kernel, M=m, N=n, K=k, dtype=dtype_name, density=density,
-                                          block=block, GB_per_s=round(gbps, 1),
-                                          share_of_copy=round(gbps / copy_gbps, 3)))
+                                          block=block, GB_per_s=float(f"{gbps:.4g}"),
+                                          share_of_copy=float(f"{gbps / copy_gbps:.3g}")))
             log(f"  [{time.time() - run.t0:6.0f}s] {kernel:4s} {tag} d={density} b={block}: "
                 f"{r['ms']} ms, dense {r['dense_ms']} ms, x{r['speedup_vs_dense']} vs dense, "
                 f"baseline {baseline} {r['baseline_ms']} ms")
