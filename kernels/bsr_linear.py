@@ -45,7 +45,9 @@ if rt.HAS_TRITON:
     import triton
     import triton.language as tl
 
-    @triton.jit
+    # do_not_specialize: one compiled variant for every token count and shape (Triton otherwise
+    # compiles a separate kernel when an int argument is 1 or a multiple of 16).
+    @triton.jit(do_not_specialize=["M", "N", "K", "NNZB", "SPLIT_K"])
     def _bsr_linear_kernel(
         x_ptr, crow_ptr, col_ptr, val_ptr, bias_ptr, out_ptr,
         M, N, K, NNZB, SPLIT_K, stride_xm, stride_om, stride_os,
@@ -105,8 +107,7 @@ if rt.HAS_TRITON:
     # Prefill: many tokens. Big token tiles give each loaded weight block more reuse.
     _prefill = triton.autotune(
         configs=rt.autotune_configs(
-            [_cfg(bm, g, w, s) for bm, w, s in ((64, 4, 4), (128, 4, 3), (128, 8, 3), (256, 8, 3))
-             for g in (8, 32)],
+            [_cfg(64, 8, 4, 4), _cfg(128, 8, 4, 3), _cfg(128, 32, 8, 3), _cfg(256, 8, 8, 3)],
             _cfg(64, 8, 4, 1)),
         do_bench=rt.autotune_bench, key=["M", "N", "K", "BS", "NNZB"],
     )(_bsr_linear_kernel)
@@ -115,8 +116,7 @@ if rt.HAS_TRITON:
     # pipelining depth and warps matter, split-K is chosen by the launcher.
     _decode = triton.autotune(
         configs=rt.autotune_configs(
-            [triton.Config({"BLOCK_M": 16, "GROUP_M": 1}, num_warps=w, num_stages=s)
-             for w in (2, 4) for s in (2, 3, 4)],
+            [triton.Config({"BLOCK_M": 16, "GROUP_M": 1}, num_warps=w, num_stages=s) for w, s in ((2, 3), (4, 3), (4, 4))],
             triton.Config({"BLOCK_M": 16, "GROUP_M": 1}, num_warps=4, num_stages=1)),
         do_bench=rt.autotune_bench, key=["N", "K", "BS", "NNZB", "SPLIT_K"],
     )(_bsr_linear_kernel)

@@ -42,7 +42,7 @@ if rt.HAS_TRITON:
     import triton
     import triton.language as tl
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["M", "N", "K", "SPLIT_K"])  # one compiled variant for all shapes
     def _semi24_linear_kernel(
         x_ptr, val_ptr, meta_ptr, bias_ptr, out_ptr,
         M, N, K, SPLIT_K, stride_xm, stride_vn, stride_mn, stride_om, stride_os,
@@ -102,14 +102,14 @@ if rt.HAS_TRITON:
     _prefill = triton.autotune(
         configs=rt.autotune_configs(
             [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "GROUP_M": 8}, num_warps=w, num_stages=s)
-             for bm, bn, w in ((64, 64, 4), (128, 64, 4), (128, 128, 8), (64, 128, 4)) for s in (3, 4)],
+             for bm, bn, w, s in ((64, 64, 4, 4), (128, 64, 4, 3), (128, 128, 8, 3), (64, 128, 4, 3))],
             triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "GROUP_M": 8}, num_warps=4, num_stages=1)),
         do_bench=rt.autotune_bench, key=["M", "N", "K"],
     )
     _decode = triton.autotune(
         configs=rt.autotune_configs(
             [triton.Config({"BLOCK_M": 16, "BLOCK_N": bn, "GROUP_M": 1}, num_warps=w, num_stages=s)
-             for bn in (32, 64) for w in (4, 8) for s in (2, 4)],
+             for bn, w, s in ((32, 4, 3), (64, 4, 3), (64, 4, 4), (64, 8, 3))],
             triton.Config({"BLOCK_M": 16, "BLOCK_N": 64, "GROUP_M": 1}, num_warps=4, num_stages=1)),
         do_bench=rt.autotune_bench, key=["N", "K", "SPLIT_K"],
     )

@@ -42,6 +42,9 @@ FORMATS = ("dense", "bsr", "2:4", "csr")
 BUCKETS = (1, 16, 128, 1024, 8192)
 #: A sparse path must be this much faster than dense (ratio) to be chosen.
 MARGIN = 1.05
+#: "auto" keeps (and times) CSR only at or below this density: CSR moves 3x the bytes of dense per
+#: kept weight and runs without tensor cores, so above it CSR cannot win (kernels/csr_linear.py).
+CSR_MAX_DENSITY = 0.1
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
@@ -110,7 +113,7 @@ class SparseLinear(nn.Module):
         elif format in ("bsr", "auto"):
             block = detect_block(w) or (16 if format == "bsr" else None)
         self.block = block
-        self.available = ["dense", "csr"]
+        self.available = ["dense", "csr"]  # CSR is dropped below for "auto" above CSR_MAX_DENSITY
         if block is not None:
             self.available.append("bsr")
         if self.in_features % 8 == 0 and bool(((w.reshape(-1, 4) != 0).sum(1) <= 2).all()):
@@ -118,6 +121,8 @@ class SparseLinear(nn.Module):
         if format != "auto" and format not in self.available:
             why = "the weight is not 2:4 sparse (at most 2 nonzeros in each group of 4 inputs, in_features % 8 == 0)"
             raise ValueError(f"format={format!r} does not fit this weight: {why}; use 'auto' or another format")
+        if format == "auto" and self.density > CSR_MAX_DENSITY:
+            self.available.remove("csr")  # hopeless above this density (see kernels/csr_linear.py): not kept
         keep = self.available if format == "auto" else sorted({"dense", format}, key=FORMATS.index)
         self.register_buffer("weight", w)  # dense: also the reference and the CPU fallback
         if "bsr" in keep:

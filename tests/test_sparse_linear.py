@@ -7,7 +7,7 @@ from torch import nn
 
 from labkit import prune
 from labkit.kernels import _runtime as rt
-from labkit.sparse import BUCKETS, SparseLinear, block_density, detect_block
+from labkit.sparse import BUCKETS, CSR_MAX_DENSITY, SparseLinear, block_density, detect_block
 
 warnings.filterwarnings("ignore", message="Sparse (BSR|CSR) tensor support is in beta")
 
@@ -48,13 +48,18 @@ def test_detects_structure():
     nm = SparseLinear.from_linear(pruned_linear("nm"))
     assert "2:4" in nm.available and "bsr" not in nm.available  # 2:4 zeros are not block-aligned
     dense = SparseLinear(torch.randn(32, 32))
-    assert dense.available == ["dense", "csr"]
+    assert dense.available == ["dense"]  # "auto" drops CSR above CSR_MAX_DENSITY
+    assert SparseLinear(torch.randn(32, 32), format="csr").available == ["dense", "csr"]
 
 
-def test_auto_plans_per_bucket_and_picks_dense_when_nothing_is_faster():
-    layer = SparseLinear.from_linear(pruned_linear("block"))
-    layer(torch.randn(1, 96))
-    layer(torch.randn(200, 96))
+def test_auto_plans_per_bucket_and_picks_only_measured_winners():
+    torch.manual_seed(0)
+    w = torch.randn(256, 256)
+    w = w * prune.magnitude_mask(w, 0.97)
+    layer = SparseLinear(w)
+    assert "csr" in layer.available and layer.density <= CSR_MAX_DENSITY
+    layer(torch.randn(1, 256))
+    layer(torch.randn(200, 256))
     assert set(layer.plan) == {1, 128}
     for bucket, fmt in layer.plan.items():
         times = layer.timings[bucket]
