@@ -1,0 +1,149 @@
+"""Pictures of routing: load during training (and collapse), tokens coloured by expert, what experts prefer.
+
+Every number is rounded before it goes into a figure (nbval compares plotly JSON exactly).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from labkit.data import TextCorpus
+from labkit.moe.tiny_gpt import TinyGPT, TrainResult
+from labkit.plots import COLORS, rounded, style
+
+#: Character classes for "what each expert prefers".
+CHAR_CLASSES = {
+    "space": lambda c: c == " ",
+    "newline": lambda c: c == "\n",
+    "vowel": lambda c: c in "aeiou",
+    "consonant": lambda c: c.isalpha() and c.islower() and c not in "aeiou",
+    "upper case": lambda c: c.isalpha() and c.isupper(),
+    "digit": lambda c: c.isdigit(),
+    "punctuation": lambda c: not c.isalnum() and not c.isspace(),
+}
+
+
+def _check_layer(model: TinyGPT, layer: int) -> None:
+    n = len(model.moe_layers())
+    if n == 0:
+        raise ValueError("model has no MoE layers: train it with ffn='moe'")
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
+        raise ValueError(f"layer must be an int in [0, {n - 1}], got {layer!r}")
+
+
+def load_during_training(runs: Mapping[str, TrainResult], layer: int = 0) -> go.Figure:
+    """One panel per run: each expert's share of the routed tokens over training steps."""
+    if not runs or not all(isinstance(r, TrainResult) and r.load_history for r in runs.values()):
+        raise ValueError("runs must map names to TrainResults of MoE models (with a load history)")
+    fig = make_subplots(rows=1, cols=len(runs), subplot_titles=list(runs), shared_yaxes=True)
+    for col, run in enumerate(runs.values(), start=1):
+        loads = np.array([step[layer] for step in run.load_history])  # (logged steps, experts)
+        steps = [i * run.log_every for i in range(len(loads))]
+        steps[-1] = run.config["steps"] - 1
+        for e in range(loads.shape[1]):
+            fig.add_trace(go.Scatter(x=steps, y=rounded(loads[:, e], 3), mode="lines", name=f"expert {e}",
+                                     line=dict(color=COLORS[e % len(COLORS)]), stackgroup=f"s{col}",
+                                     showlegend=col == 1, legendgroup=f"e{e}"), row=1, col=col)
+        fig.update_xaxes(title_text="training step", row=1, col=col)
+    fig.update_yaxes(title_text=f"share of tokens (layer {layer})", range=[0, 1], row=1, col=1)
+    return style(fig, "Expert load during training", height=360)
+
+
+@torch.no_grad()
+def route_text(model: TinyGPT, corpus: TextCorpus, text: str, layer: int = 0) -> list[int]:
+    """The first-choice expert of every character of ``text`` in MoE layer ``layer``.
+
+    The text is cut into windows of ``block_size`` characters, each run with its own context.
+    """
+    _check_layer(model, layer)
+    if not isinstance(text, str) or not text:
+        raise ValueError("text must be a non-empty string")
+    ids = corpus.encode(text)
+    bs = model.cfg.block_size
+    experts = []
+    model.eval()
+    for start in range(0, len(ids), bs):
+        model(ids[start:start + bs][None])
+        experts += model.moe_layers()[layer].last_routing.experts[:, 0].tolist()
+    return experts
+
+
+def token_colouring(model: TinyGPT, corpus: TextCorpus, text: str, layer: int = 0, width: int = 64) -> go.Figure:
+    """``text`` as a grid of characters, each cell coloured by the expert that processed it."""
+    experts = route_text(model, corpus, text, layer)
+    n_exp = model.cfg.n_experts
+    rows = int(np.ceil(len(text) / width))
+    z = np.full((rows, width), np.nan)
+    chars = [[""] * width for _ in range(rows)]
+    for i, (c, e) in enumerate(zip(text, experts)):
+        z[i // width, i % width] = e
+        chars[i // width][i % width] = {" ": "·", "\n": "⏎"}.get(c, c)
+    scale = []
+    for e in range(n_exp):  # a stepped colour scale: one flat colour per expert
+        colour = COLORS[e % len(COLORS)]
+        scale += [[e / n_exp, colour], [(e + 1) / n_exp, colour]]
+    fig = go.Figure(go.Heatmap(z=z[::-1].tolist(), text=chars[::-1], texttemplate="%{text}", colorscale=scale,
+                               zmin=-0.5, zmax=n_exp - 0.5, xgap=1, ygap=1, hovertemplate="expert %{z}<extra></extra>",
+                               colorbar=dict(title="expert", tickvals=list(range(n_exp)))))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return style(fig, f"Which expert (layer {layer}) each character went to", height=40 + 26 * rows)
+
+
+@torch.no_grad()
+def expert_preferences(model: TinyGPT, corpus: TextCorpus, layer: int = 0, n_chars: int = 4096) -> dict[str, list[float]]:
+    """For each character class, the share of its characters that each expert receives (first choice).
+
+    Uses the first ``n_chars`` characters of the validation text.
+    """
+    _check_layer(model, layer)
+    if isinstance(n_chars, bool) or not isinstance(n_chars, int) or n_chars < model.cfg.block_size:
+        raise ValueError(f"n_chars must be an int >= block_size ({model.cfg.block_size}), got {n_chars!r}")
+    text = corpus.decode(corpus.val[:n_chars])
+    experts = route_text(model, corpus, text, layer)
+    n_exp = model.cfg.n_experts
+    table = {}
+    for name, test in CHAR_CLASSES.items():
+        picked = [e for c, e in zip(text, experts) if test(c)]
+        if picked:
+            counts = np.bincount(picked, minlength=n_exp)
+            table[name] = (counts / counts.sum()).tolist()
+    return table
+
+
+def preferences_figure(table: Mapping[str, Sequence[float]], title: str = "What each expert prefers") -> go.Figure:
+    """Heatmap: rows are character classes, columns experts, cells the share routed there."""
+    if not table:
+        raise ValueError("table is empty: pass the output of expert_preferences()")
+    names = list(table)
+    z = rounded([table[n] for n in names], 3)
+    n_exp = len(z[0])
+    fig = go.Figure(go.Heatmap(z=z, x=[f"expert {e}" for e in range(n_exp)], y=names, colorscale="Blues", zmin=0, zmax=1,
+                               texttemplate="%{z:.2f}", colorbar=dict(title="share")))
+    return style(fig, title, height=80 + 36 * len(names))
+
+
+def comparison_figure(rows: Sequence[Mapping], x: str = "active_params") -> go.Figure:
+    """Validation loss (mean and min-max over seeds) of each model against ``x``.
+
+    ``rows``: dicts with ``model``, ``val_loss`` and ``x`` (e.g. from benchmarks/results/moe_train_cpu.json).
+    """
+    if x not in ("active_params", "total_params", "flops_per_token"):
+        raise ValueError(f"x must be 'active_params', 'total_params' or 'flops_per_token', got {x!r}")
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig = go.Figure()
+    for i, m in enumerate(models):
+        sel = [r for r in rows if r["model"] == m]
+        losses = np.array([r["val_loss"] for r in sel])
+        fig.add_trace(go.Scatter(
+            x=[sel[0][x]], y=rounded([losses.mean()], 3), name=m, mode="markers",
+            marker=dict(size=12, color=COLORS[i % len(COLORS)]),
+            error_y=dict(type="data", symmetric=False, array=rounded([losses.max() - losses.mean()], 3),
+                         arrayminus=rounded([losses.mean() - losses.min()], 3))))
+    fig.update_xaxes(title_text=x.replace("_", " "), type="log")
+    fig.update_yaxes(title_text="validation loss (nats/char)")
+    return style(fig, f"Validation loss against {x.replace('_', ' ')} (mean, min-max over seeds)")
