@@ -24,7 +24,7 @@ from labkit.data import TextCorpus
 from labkit.moe.layers import MoEFeedForward, MoEStats, SwiGLU, active_parameters, count_parameters
 
 #: Bump when training code changes, so stale cached weights are never read.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,8 @@ def _train(cfg: GPTConfig, corpus: TextCorpus, log_every: int) -> TrainResult:
         opt.step()
         if step % log_every == 0 or step == cfg.steps - 1:
             losses.append(loss.item())
-            loads.append([m.last_stats.load_fraction for m in model.moe_layers()])
+            if model.moe_layers():
+                loads.append([m.last_stats.load_fraction for m in model.moe_layers()])
     return TrainResult(asdict(cfg), {k: v.clone() for k, v in model.state_dict().items()}, losses,
                        evaluate(model, corpus), loads, log_every)
 
