@@ -1,0 +1,126 @@
+"""Self-checks for the pruning notebooks (01_pruning_basics, 02_pruning_in_practice).
+
+Each ``check_*`` prints "not attempted yet" while the answer is ``None``, raises ``AssertionError``
+with a hint when it is wrong, and returns ``True`` when it is right.
+"""
+from __future__ import annotations
+
+import torch
+
+from labkit.exercises import check_callable, expect, passed, unanswered
+
+
+def _fixtures() -> list[tuple[torch.Tensor, float]]:
+    g = torch.Generator().manual_seed(7)
+    return [(torch.randn(8, 16, generator=g), 0.5), (torch.randn(32, 8, generator=g), 0.9),
+            (torch.randn(4, 4, generator=g), 0.0), (torch.randn(16, 3, 3, 3, generator=g)[:, :, 0, 0], 0.75)]
+
+
+# --- notebook 01 ----------------------------------------------------------------------------------
+
+def check_magnitude_mask(answer) -> bool:
+    """Exercise 1.1: ``answer(weight, sparsity)`` returns a bool mask pruning the smallest ``|w|``."""
+    from labkit.prune import magnitude_mask
+
+    name = "Exercise 1.1 (magnitude mask)"
+    fn = check_callable(answer, name)
+    if fn is None:
+        return False
+    for w, s in _fixtures():
+        mask = fn(w.clone(), s)
+        expect(isinstance(mask, torch.Tensor), f"{name}: return a torch.Tensor mask, got {type(mask).__name__}")
+        expect(tuple(mask.shape) == tuple(w.shape), f"{name}: the mask must have the weight's shape {tuple(w.shape)}, "
+                                                     f"got {tuple(mask.shape)}")
+        mask = mask.bool()
+        k = round(s * w.numel())
+        expect(int((~mask).sum()) == k, f"{name}: at sparsity {s} a {tuple(w.shape)} weight must lose exactly {k} "
+                                        f"weights, yours prunes {int((~mask).sum())}. Hint: k = round(sparsity * numel).")
+        expect(torch.equal(mask, magnitude_mask(w, s)), f"{name}: the right number, but the wrong weights. Hint: "
+                                                       "rank by absolute value, w.abs(), and drop the k smallest.")
+    return passed(name, "Your mask matches labkit.prune.magnitude_mask on every test weight.")
+
+
+def check_csr_breakeven(answer) -> bool:
+    """Exercise 1.2: the sparsity above which CSR (4-byte values and indices) is smaller than dense float32."""
+    name = "Exercise 1.2 (when does CSR pay off?)"
+    if unanswered(answer, name):
+        return False
+    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool),
+           f"{name}: answer with a number between 0 and 1, such as 0.3")
+    expect(0.0 <= answer < 1.0, f"{name}: a sparsity is a fraction in [0, 1), got {answer}")
+    expect(abs(answer - 0.5) <= 0.02, f"{name}: {answer} is not it. Hint: CSR stores each nonzero as a 4-byte value "
+                                      "*and* a 4-byte column index, so each kept weight costs 8 bytes instead of 4. "
+                                      "Ignoring the small row-pointer array, what share must be zero to break even?")
+    return passed(name, "Each nonzero costs twice a dense entry, so CSR only wins above ~50% sparsity "
+                        "(a little more, counting the row pointers).")
+
+
+def check_masking_speedup(answer) -> bool:
+    """Exercise 1.3: how much faster is a dense matmul with 90% of the weight set to zero (the ratio)?"""
+    name = "Exercise 1.3 (does masking speed things up?)"
+    if unanswered(answer, name):
+        return False
+    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool),
+           f"{name}: answer with a number: the speed-up factor, e.g. 2.0 for twice as fast")
+    expect(abs(answer - 1.0) <= 0.1, f"{name}: {answer}x is not what a dense kernel does. Hint: a dense matmul "
+                                     "multiplies every entry, zero or not; look at masked_ms against dense_ms in the "
+                                     "latency table.")
+    return passed(name, "About 1x: zeros cost a dense kernel as much as any other number. Speed needs a smaller "
+                        "dense matrix or a sparse kernel.")
+
+
+# --- notebook 02 ----------------------------------------------------------------------------------
+
+def check_cubic_schedule(answer) -> bool:
+    """Exercise 2.1: ``answer(step, final_sparsity, begin_step, end_step)`` is Zhu & Gupta's schedule (s_i = 0)."""
+    from labkit.prune import cubic_sparsity
+
+    name = "Exercise 2.1 (cubic schedule)"
+    fn = check_callable(answer, name)
+    if fn is None:
+        return False
+    for step in (0, 10, 25, 50, 75, 100, 120):
+        got, want = fn(step, 0.9, 0, 100), cubic_sparsity(step, 0.9, 0, 100)
+        expect(isinstance(got, (int, float)) and abs(got - want) < 1e-6,
+               f"{name}: at step {step} (begin 0, end 100, final 0.9) expected {want:.4f}, got {got}. Hint: "
+               "s_t = s_f * (1 - (1 - progress)**3) with progress = (t - t0) / (t1 - t0), clipped to [0, 1].")
+    return passed(name, "Pruning goes fast while the network has redundancy to spare, then slows down.")
+
+
+def check_nm_mask(answer) -> bool:
+    """Exercise 2.2: ``answer(weight)`` returns the 2:4 mask: the 2 largest ``|w|`` of every 4 along a row."""
+    from labkit.prune import nm_mask
+
+    name = "Exercise 2.2 (2:4 mask)"
+    fn = check_callable(answer, name)
+    if fn is None:
+        return False
+    g = torch.Generator().manual_seed(3)
+    for shape in ((4, 8), (16, 32)):
+        w = torch.randn(*shape, generator=g)
+        mask = fn(w.clone())
+        expect(isinstance(mask, torch.Tensor) and tuple(mask.shape) == shape,
+               f"{name}: return a tensor mask of shape {shape}")
+        groups = mask.bool().reshape(-1, 4).sum(dim=1)
+        expect(bool((groups == 2).all()), f"{name}: every group of 4 consecutive weights in a row must keep exactly 2; "
+                                          f"yours keeps {sorted(set(groups.tolist()))}. Hint: w.abs().reshape(-1, 4).")
+        expect(torch.equal(mask.bool(), nm_mask(w, 2, 4)), f"{name}: 2 per group, but not the 2 largest |w|. Hint: "
+                                                           "topk(2, dim=1) on the |w| of each group.")
+    return passed(name, "Every group of 4 keeps its 2 largest weights: the pattern sparse tensor cores accelerate.")
+
+
+def check_structured_weights(answer) -> bool:
+    """Exercise 2.3: weights left in MLP(64, (256, 128), 10) after removing half of each hidden layer's units."""
+    name = "Exercise 2.3 (structured removal)"
+    if unanswered(answer, name):
+        return False
+    expect(isinstance(answer, int) and not isinstance(answer, bool), f"{name}: answer with an int (a weight count)")
+    want = 64 * 128 + 128 * 64 + 64 * 10
+    expect(answer != 64 * 256 + 256 * 128 + 128 * 10, f"{name}: that is the dense count. Remove half the units first.")
+    expect(answer != (64 * 256 + 256 * 128 + 128 * 10) // 2,
+           f"{name}: not half of the dense count. Hint: removing a unit deletes its row in its own layer *and* its "
+           "column in the next layer, so the middle 256x128 layer shrinks on both sides.")
+    expect(answer == want, f"{name}: {answer} is not it. Hint: the layers become 64->128, 128->64 and 64->10; "
+                           "count in x out for each (weights only, no biases).")
+    return passed(name, f"{want} weights: removing 50% of the units removes {100 * (1 - want / 50432):.0f}% of the "
+                        "weights, because each layer shrinks on both sides.")
