@@ -227,3 +227,29 @@ def bsr_linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         return torch.nn.functional.linear(x.float(), w.float(), None if bias is None else bias.float()).to(x.dtype)
     del bs
     return torch.nn.functional.linear(x, w, bias)
+
+
+def program_schedule(m: int, n_rows: int, block_m: int = 64, group_m: int = 8) -> list[tuple[int, int]]:
+    """``(token tile, block row)`` of each program id in launch order: the kernel's grouped order in Python.
+
+    With ``group_m = 1`` one token tile sweeps every block row before the next tile starts; larger
+    groups interleave ``group_m`` token tiles, so a block row's weights are reused while still in cache.
+    """
+    for name, v in (("m", m), ("n_rows", n_rows), ("block_m", block_m), ("group_m", group_m)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    num_m = -(-m // block_m)
+    order = []
+    for pid in range(num_m * n_rows):
+        in_group = group_m * n_rows
+        first_m = (pid // in_group) * group_m
+        size = min(num_m - first_m, group_m)
+        order.append((first_m + (pid % in_group) % size, (pid % in_group) // size))
+    return order
+
+
+def row_blocks(weight: torch.Tensor) -> dict[int, list[int]]:
+    """Block row -> the block columns its program visits (what ``crow_indices``/``col_indices`` encode)."""
+    check_bsr_weight(weight)
+    crow, col = weight.crow_indices().tolist(), weight.col_indices().tolist()
+    return {r: col[crow[r]:crow[r + 1]] for r in range(len(crow) - 1)}

@@ -262,3 +262,282 @@ class SparseLinear(nn.Module):
         else:
             y = self.run(x2, fmt)
         return y.reshape(*lead, self.out_features)
+
+
+# ================================================================================================
+# Byte and roofline arithmetic per format, and the GPU results the notebook shows
+# ================================================================================================
+
+#: PyTorch's own sparse paths measured on an H200 (benchmarks/pytorch_baselines.py produced it).
+PYTORCH_BASELINES = RESULTS_DIR / "pytorch_baselines_h200_2026-11-28.json"
+#: Assumption of the roofline model: CUDA-core FMA throughput / tensor-core throughput on Hopper
+#: (NVIDIA H100 SXM datasheet: 67 fp32 TFLOPS against 989 dense bf16 tensor-core TFLOPS). CSR runs
+#: on CUDA cores; dense, BSR and the lab's 2:4 kernel run on tensor cores.
+CUDA_CORE_RATIO = 67 / 989
+
+
+def _check_density(density: float) -> float:
+    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 < density <= 1:
+        raise ValueError(f"density must be in (0, 1] (the share of weights kept; 0.1 = 90% sparse), got {density!r}")
+    return float(density)
+
+
+def format_bytes(fmt: str, n: int, k: int, density: float = 1.0, value_bytes: int = 2, index_bytes: int = 4,
+                 block: int = 64) -> float:
+    """Bytes to store an (n, k) weight in ``fmt`` at ``density``, indices and metadata included.
+
+    ``dense``: n*k*s. ``bsr``: kept blocks' values + one index per block + block-row pointers.
+    ``2:4``: half the values + 4 bits per group of 4 (density is 0.5 by construction).
+    ``csr``: a value and a column index per nonzero + row pointers. ``index_bytes`` is 4 for int32
+    (torch's own sparse tensors use int64: 8).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    for name, v in (("n", n), ("k", k), ("value_bytes", value_bytes), ("index_bytes", index_bytes), ("block", block)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    d = _check_density(density)
+    s, i = value_bytes, index_bytes
+    if fmt == "dense":
+        return float(n * k * s)
+    if fmt == "bsr":
+        blocks = d * n * k / block**2
+        return blocks * (block * block * s + i) + (n / block + 1) * i
+    if fmt == "2:4":
+        return n * k * s / 2 + n * k / 8
+    return d * n * k * (s + i) + (n + 1) * i
+
+
+def model_time(fmt: str, m: int, n: int, k: int, density: float, peak_tflops: float, bandwidth_tbs: float,
+               value_bytes: int = 2, index_bytes: int = 4, block: int = 64) -> float:
+    """Roofline-model seconds of ``x @ W.T`` (m tokens): the larger of compute time and memory time.
+
+    FLOPs executed: dense ``2mnk``; BSR ``2mnk*d`` (tensor cores); the lab's 2:4 kernel ``2mnk``
+    (Triton has no sparse tensor cores: it saves bytes, not FLOPs); CSR ``2mnk*d`` on CUDA cores
+    (:data:`CUDA_CORE_RATIO` of the peak). Bytes: the weight in its format + x + y, each read once.
+    """
+    d = 0.5 if fmt == "2:4" else _check_density(density)
+    flops = 2.0 * m * n * k * (1.0 if fmt in ("dense", "2:4") else d)
+    peak = peak_tflops * 1e12 * (CUDA_CORE_RATIO if fmt == "csr" else 1.0)
+    nbytes = format_bytes(fmt, n, k, d if fmt != "dense" else 1.0, value_bytes, index_bytes, block) \
+        + (m * k + m * n) * value_bytes
+    return max(flops / peak, nbytes / (bandwidth_tbs * 1e12))
+
+
+def measured_roofs(path: Path = PYTORCH_BASELINES) -> dict:
+    """Peak tensor-core TFLOP/s and memory TB/s of the H200, both *measured* with dense ``F.linear``.
+
+    Peak: dense bf16 8192^3. Bandwidth: dense bf16 at 16 tokens moves the 8192x8192 weight (plus x
+    and y) once; bytes / time is the bandwidth cuBLAS reached (a lower bound of the hardware's).
+    """
+    rows = {r["case"]: r for r in json.loads(Path(path).read_text())}
+    big = rows["linear M=8192 K=N=8192 bf16"]
+    small = rows["linear M=16 K=N=8192 bf16"]
+    moved = 8192 * 8192 * 2 + 2 * 16 * 8192 * 2
+    return {"peak_tflops": big["tflops"], "bandwidth_tbs": round(moved / (small["ms"] * 1e-3) / 1e12, 2),
+            "source": f"{Path(path).name}: dense bf16 F.linear at 8192 and 16 tokens"}
+
+
+def model_speedups(m_values=(1, 16, 128, 1024, 8192), n: int = 8192, k: int = 8192, roofs: dict | None = None,
+                   cases=(("bsr", 0.1), ("2:4", 0.5), ("csr", 0.1), ("csr", 0.02))) -> list[dict]:
+    """The roofline model's speed-up over dense for each (format, density) case and token count."""
+    roofs = roofs or measured_roofs()
+    out = []
+    for fmt, d in cases:
+        for m in m_values:
+            dense = model_time("dense", m, n, k, 1.0, roofs["peak_tflops"], roofs["bandwidth_tbs"])
+            t = model_time(fmt, m, n, k, d, roofs["peak_tflops"], roofs["bandwidth_tbs"])
+            out.append({"format": fmt, "density": d, "M": m, "speedup": round(dense / t, 2)})
+    return out
+
+
+def roofline_figure(roofs: dict | None = None, m_values=(1, 16, 128, 1024, 8192), n: int = 8192, k: int = 8192):
+    """Classic roofline: attainable TFLOP/s against FLOPs per byte, with each format at each token count."""
+    import plotly.graph_objects as go
+
+    from labkit.plots import rounded, style
+
+    roofs = roofs or measured_roofs()
+    peak, bw = roofs["peak_tflops"], roofs["bandwidth_tbs"]
+    xs = [0.5 * 2**i for i in range(15)]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=rounded(xs, 2), y=rounded([min(peak, bw * x) for x in xs], 1), mode="lines",
+                             name="tensor-core roof", line=dict(color="black")))
+    fig.add_trace(go.Scatter(x=rounded(xs, 2), y=rounded([min(peak * CUDA_CORE_RATIO, bw * x) for x in xs], 1),
+                             mode="lines", name="CUDA-core roof (CSR)", line=dict(color="grey", dash="dot")))
+    for fmt, d in (("dense", 1.0), ("bsr", 0.1), ("2:4", 0.5), ("csr", 0.1)):
+        ai, perf = [], []
+        for m in m_values:
+            flops = 2.0 * m * n * k * (1.0 if fmt in ("dense", "2:4") else d)
+            nbytes = format_bytes(fmt, n, k, d) + 2 * (m * k + m * n)
+            ai.append(flops / nbytes)
+            perf.append(flops / model_time(fmt, m, n, k, d, peak, bw) / 1e12)
+        fig.add_trace(go.Scatter(x=rounded(ai, 2), y=rounded(perf, 1), mode="markers+text", name=f"{fmt} d={d}",
+                                 text=[f"M={m}" for m in m_values], textposition="top center"))
+    fig.update_xaxes(type="log", title="arithmetic intensity (FLOPs executed per byte moved)")
+    fig.update_yaxes(type="log", title="attainable TFLOP/s")
+    return style(fig, f"Roofline of an 8192x8192 bf16 layer (roofs measured on an H200: {peak:g} TFLOP/s, "
+                      f"{bw:g} TB/s)", height=460)
+
+
+def lab_results_files(results_dir: Path = RESULTS_DIR) -> list[Path]:
+    """Committed ``benchmarks/kernels.py`` results (full runs on a GPU), newest date first."""
+    found = []
+    for p in sorted(Path(results_dir).glob("*.json")):
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("columns") and "rows" in data and not data.get("smoke"):
+            found.append((data.get("date", ""), p))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def lab_results_figure(result: dict, dtype: str = "bfloat16", n: int = 8192, k: int = 8192, block: int = 64):
+    """Speed-up over dense against density from a ``benchmarks/kernels.py`` result: the lab's BSR
+    kernel and PyTorch's ``bsr_dense_mm`` at the smallest and largest token counts, with the ideal 1/d."""
+    import plotly.graph_objects as go
+
+    from labkit.plots import rounded, style
+
+    rows = [r for r in result["rows"] if r["kernel"] == "bsr" and r["dtype"] == dtype and r["N"] == n
+            and r["K"] == k and r["block"] == block]
+    if not rows:
+        raise ValueError(f"no bsr rows for {n}x{k} {dtype} block {block} in this result")
+    ms = sorted({r["M"] for r in rows})
+    fig = go.Figure()
+    dens = sorted({r["density"] for r in rows})
+    fig.add_trace(go.Scatter(x=dens, y=rounded([1 / d for d in dens], 2), name="ideal 1/density",
+                             mode="lines", line=dict(color="grey", dash="dot")))
+    for m in sorted({ms[0], ms[-1]}):
+        sel = sorted((r for r in rows if r["M"] == m), key=lambda r: r["density"])
+        fig.add_trace(go.Scatter(x=[r["density"] for r in sel], y=rounded([r["speedup_vs_dense"] or 0 for r in sel], 3),
+                                 name=f"lab bsr_linear, M={m}", mode="lines+markers"))
+        fig.add_trace(go.Scatter(x=[r["density"] for r in sel],
+                                 y=rounded([r["dense_ms"] / r["baseline_ms"] if r["baseline_ms"] else 0 for r in sel], 3),
+                                 name=f"torch bsr_dense_mm, M={m}", mode="lines+markers", line=dict(dash="dash")))
+    fig.update_xaxes(type="log", title="density (share of blocks kept)")
+    fig.update_yaxes(type="log", title="speed-up over dense F.linear")
+    return style(fig, f"BSR on {result['gpu']} ({result['date']}), {n}x{k} {dtype}, {block}x{block} blocks")
+
+
+def pytorch_baselines_figure(path: Path = PYTORCH_BASELINES):
+    """PyTorch's own sparse paths on an H200 against dense: BSR (bsr_dense_mm), 2:4, cuSPARSE CSR."""
+    import plotly.graph_objects as go
+
+    from labkit.plots import rounded, style
+
+    rows = json.loads(Path(path).read_text())
+    fig = go.Figure()
+    dens = [0.5, 0.25, 0.1, 0.05, 0.01]
+    fig.add_trace(go.Scatter(x=dens, y=rounded([1 / d for d in dens], 2), name="ideal 1/density", mode="lines",
+                             line=dict(color="grey", dash="dot")))
+    for m in (8192, 16):
+        for bs in (64, 32):
+            sel = [r for r in rows if r["case"].startswith(f"torch bsr_dense_mm M={m} bs={bs} ")]
+            d = [float(r["case"].split("density=")[1]) for r in sel]
+            fig.add_trace(go.Scatter(x=d, y=rounded([r["speedup_vs_dense"] for r in sel], 3), mode="lines+markers",
+                                     name=f"BSR bsr_dense_mm {bs}x{bs}, M={m} (bf16)"))
+    csr = [r for r in rows if r["section"] == "csr"]
+    fig.add_trace(go.Scatter(x=[float(r["case"].split("density=")[1]) for r in csr],
+                             y=rounded([r["speedup_vs_dense"] for r in csr], 3), mode="lines+markers",
+                             name="cuSPARSE CSR, M=4096 (fp32)"))
+    s24 = [r for r in rows if r["section"] == "2:4" and r["case"].startswith("default")]
+    fig.add_trace(go.Scatter(x=[0.5] * len(s24), y=rounded([r["speedup_vs_dense"] for r in s24], 3), mode="markers+text",
+                             text=[r["case"].split("linear ")[1].split(" ")[0] for r in s24], textposition="middle right",
+                             name="2:4 cuSPARSELt (bf16)", marker=dict(size=10, symbol="diamond")))
+    fig.add_hline(y=1.0, line_color="black", line_width=1)
+    fig.update_xaxes(type="log", title="density (share of weights kept)", autorange="reversed")
+    fig.update_yaxes(type="log", title="speed-up over dense (above 1 = faster)")
+    return style(fig, "PyTorch's own sparse paths on an NVIDIA H200 (2026-11-28)", height=460)
+
+
+def pytorch_baselines_table(path: Path = PYTORCH_BASELINES) -> list[dict]:
+    """The baseline rows with a speed-up over dense, as (case, ms, speed-up) for printing."""
+    return [{"case": r["case"], "ms": r["ms"], "speedup_vs_dense": r["speedup_vs_dense"]}
+            for r in json.loads(Path(path).read_text()) if "speedup_vs_dense" in r and r["section"] != "moe"]
+
+
+def live_gpu_rows(n: int = 4096, k: int = 4096, tokens=(16, 4096), densities=(0.5, 0.25, 0.1, 0.05), block: int = 64,
+                  dtype: torch.dtype = torch.bfloat16, device: str = "cuda", timer=None) -> list[dict]:
+    """Time dense ``F.linear``, the lab's ``bsr_linear`` and (on a GPU) torch's ``bsr_dense_mm`` here and now.
+
+    Rows use the columns of ``benchmarks/kernels.py``. ``timer(fn) -> ms`` defaults to
+    ``triton.testing.do_bench`` on a GPU and :func:`labkit.utils.median_time` elsewhere.
+    """
+    from labkit.kernels.testing import block_sparse
+
+    rt.check_block(block)
+    if timer is None:
+        if device == "cuda":
+            from triton.testing import do_bench
+            timer = lambda fn: do_bench(fn, warmup=10, rep=40, return_mode="median")  # noqa: E731
+        else:
+            from labkit.utils import median_time
+            timer = lambda fn: median_time(fn, repeats=1, warmup=0) * 1e3  # noqa: E731
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for m in tokens:
+        x = torch.randn(m, k, generator=gen).to(device, dtype)
+        xt = x.t().contiguous()
+        for d in densities:
+            w = block_sparse(n, k, block, d, gen).to(device, dtype)
+            wb = w.to_sparse_bsr((block, block))
+            dense_ms = timer(lambda: F.linear(x, w))
+            ms = timer(lambda: bsr_linear(x, wb))
+            base = None
+            if device == "cuda":
+                from torch.sparse._triton_ops import bsr_dense_mm
+                base = timer(lambda: bsr_dense_mm(wb, xt))
+            rows.append(dict(kernel="bsr", M=m, N=n, K=k, dtype=str(dtype)[6:], density=d, block=block, ms=ms,
+                             dense_ms=dense_ms, baseline="torch.sparse._triton_ops.bsr_dense_mm", baseline_ms=base,
+                             speedup_vs_dense=dense_ms / ms, speedup_vs_baseline=base / ms if base else None))
+    return rows
+
+
+def gpu_curves() -> tuple[object, str]:
+    """The notebook's GPU figure and a sentence saying where its numbers come from.
+
+    Live measurements when a GPU is present; else the newest committed ``benchmarks/kernels.py``
+    result; else PyTorch's own paths measured on an H200, saying the lab's kernels are not timed yet.
+    """
+    if torch.cuda.is_available() and not rt.interpreting():
+        name = torch.cuda.get_device_name()
+        rows = live_gpu_rows()
+        import datetime as dt
+        result = {"gpu": name, "date": dt.date.today().isoformat(), "rows": rows}
+        return lab_results_figure(result, n=4096, k=4096), f"Measured live on this machine's {name}."
+    files = lab_results_files()
+    if files:
+        result = json.loads(files[0].read_text())
+        return (lab_results_figure(result),
+                f"Measured by benchmarks/kernels.py on {result['gpu']} on {result['date']} "
+                f"(file {files[0].name}; torch {result['torch']}, triton {result['triton']}).")
+    return (pytorch_baselines_figure(),
+            "No GPU here, and the lab's own kernels have not been timed on a GPU yet (no benchmarks/kernels.py "
+            f"results file). Shown instead: PyTorch's own sparse paths, measured on an NVIDIA H200 on 2026-11-28 "
+            f"by benchmarks/pytorch_baselines.py ({PYTORCH_BASELINES.name}).")
+
+
+def model_crossover(fmt: str, m: int, n: int = 8192, k: int = 8192, roofs: dict | None = None) -> float | None:
+    """The highest density at which ``fmt`` is still faster than dense in the roofline model (None: never).
+
+    Found by bisection on density in (0, 1]; the model's speed-up falls as density grows.
+    """
+    if fmt not in ("bsr", "csr"):
+        raise ValueError(f"fmt must be 'bsr' or 'csr' (2:4 has a fixed density of 0.5), got {fmt!r}")
+    roofs = roofs or measured_roofs()
+    args = (roofs["peak_tflops"], roofs["bandwidth_tbs"])
+
+    def faster(d: float) -> bool:
+        return model_time(fmt, m, n, k, d, *args) < model_time("dense", m, n, k, 1.0, *args)
+
+    lo, hi = 1e-6, 1.0
+    if not faster(lo):
+        return None
+    if faster(hi):
+        return 1.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if faster(mid) else (lo, mid)
+    return round(lo, 4)

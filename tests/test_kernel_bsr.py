@@ -122,3 +122,21 @@ def test_random_shapes(m, rows, cols, bs, density, seed):
     w = block_sparse(rows * bs, cols * bs, bs, density, gen)
     x = torch.randn(m, cols * bs, generator=gen)
     assert_close(bsr_linear(x, w.to_sparse_bsr((bs, bs))), reference(x, w, None), torch.float32)
+
+
+def test_program_schedule_covers_every_tile_once_in_grouped_order():
+    from labkit.kernels.bsr_linear import program_schedule
+    order = program_schedule(m=300, n_rows=5, block_m=64, group_m=2)  # 5 token tiles, the last group ragged
+    assert sorted(order) == [(t, r) for t in range(5) for r in range(5)]
+    assert order[:4] == [(0, 0), (1, 0), (0, 1), (1, 1)]  # two token tiles share each block row in turn
+    assert program_schedule(128, 3, 64, 1)[:3] == [(0, 0), (0, 1), (0, 2)]
+    with pytest.raises(ValueError, match="group_m"):
+        program_schedule(10, 2, 64, 0)
+
+
+def test_row_blocks():
+    from labkit.kernels.bsr_linear import row_blocks
+    w = torch.zeros(64, 96)
+    w[:32, 32:64] = 1
+    w[32:, :32] = w[32:, 64:] = 1
+    assert row_blocks(w.to_sparse_bsr((32, 32))) == {0: [1], 1: [0, 2]}
