@@ -111,7 +111,8 @@ def test_format_bytes():
 
 def test_roofline_model_regimes():
     roofs = {"peak_tflops": 1000.0, "bandwidth_tbs": 4.0}
-    speed = {(r["format"], r["M"]): r["speedup"] for r in sp.model_speedups((1, 8192), 4096, 4096, roofs)}
+    speed = {(r["format"], r["M"]): r["speedup"] for r in sp.model_speedups(
+             (1, 8192), 4096, 4096, roofs, cases=(("bsr", 0.1), ("2:4", 0.5), ("csr", 0.1)))}
     assert speed[("2:4", 1)] == pytest.approx(8 / 4.5, rel=0.02)  # memory-bound: bytes ratio
     assert speed[("2:4", 8192)] == 1.0  # compute-bound: no FLOPs saved without sparse tensor cores
     # ideal 1/d = 10, but at 8192 tokens reading x and writing y once already costs more than the
