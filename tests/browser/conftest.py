@@ -87,8 +87,9 @@ class LabServer:
     root_dir: Path
 
     def notebook_url(self, name: str) -> str:
-        """The URL that opens notebook ``name`` (token in the query string)."""
-        return f"{self.base_url}/lab/tree/{name}?token={self.token}"
+        """The URL that opens notebook ``name`` (token in the query string) in a workspace of its own,
+        so JupyterLab does not reopen the tabs of the notebooks tested before it."""
+        return f"{self.base_url}/lab/workspaces/{Path(name).stem}-{secrets.token_hex(4)}/tree/{name}?token={self.token}"
 
     def api(self, path: str, method: str = "GET") -> bytes:
         request = urllib.request.Request(f"{self.base_url}{path}", method=method,

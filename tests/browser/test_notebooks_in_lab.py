@@ -9,7 +9,8 @@ JupyterLab, clears the stored outputs, runs it cell by cell and checks:
 - every plotly figure rendered: as many drawn ``.js-plotly-plot`` elements as the run produced plotly outputs
   plus FigureWidgets;
 - every explorer (a widget output holding both a control and a plotly figure) responds: each slider,
-  dropdown, toggle or radio button in it is moved with the keyboard or mouse, and a figure in it must change.
+  dropdown, toggle or radio button in it is moved with the keyboard or mouse, and a figure in it must change;
+- no JavaScript errors in the page (a widget whose front end throws shows up blank, and only there).
 
 A screenshot of the whole notebook and a JSON summary (cell times, widget update times) go to
 test-artifacts/. Cells may take minutes (training, Triton under the interpreter): the per-cell limit is
@@ -196,6 +197,7 @@ def test_notebook_runs_and_renders_in_jupyterlab(path: Path, lab_server, browser
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: console_errors.append(f"uncaught: {e}"))
     summary: dict = {"notebook": path.name}
     try:
         start = time.perf_counter()
@@ -225,6 +227,11 @@ def test_notebook_runs_and_renders_in_jupyterlab(path: Path, lab_server, browser
             f"{path.name}: 'Error displaying widget' in the page"
 
         summary["explorers"] = exercise_explorers(page)
+
+        # A widget whose front end throws renders blank, without "Error displaying widget": its
+        # JavaScript error is the only trace. (A missing optional file, a 404, is not a failure.)
+        js_errors = [e for e in console_errors if not e.startswith("Failed to load resource")]
+        assert not js_errors, f"{path.name}: JavaScript errors in the page: {js_errors[:5]}"
     finally:
         summary["console_errors"] = console_errors[:20]
         ARTIFACTS.mkdir(exist_ok=True)
