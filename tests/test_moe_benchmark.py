@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from labkit.backend import detect
+from labkit.moe import plots
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +26,16 @@ def test_smoke_run_writes_a_complete_result(tmp_path):
                                   "fused_combine", "dense_same_flops"}
         assert 0.0 <= row["padding_waste"] < 1.0
         assert sum(row["load_per_expert"]) == row["T"] * row["top_k"]
+
+    # The notebook's loader skips smoke runs and draws GPU runs.
+    assert plots.gpu_benchmarks(tmp_path) == []
+    result["smoke"] = False
+    (tmp_path / "moe_fake-gpu.json").write_text(json.dumps(result))
+    out.unlink()
+    found = plots.gpu_benchmarks(tmp_path)
+    assert len(found) == 1
+    fig = plots.benchmark_figure(found[0])
+    assert len(fig.data) == 6 and list(fig.data[0].x) == ["T=1", "T=16", "T=40"]
 
 
 def test_full_run_without_gpu_says_what_to_do():

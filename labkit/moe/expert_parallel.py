@@ -210,6 +210,16 @@ def main() -> int:
     return 0 if ok else 1
 
 
+def parse_send_counts(stdout: str) -> list[list[int]]:
+    """The ``send_counts`` table (rows rank i sent to rank j) from the self-check's printed report."""
+    import re
+
+    table = [[int(v) for v in m.split(",")] for m in re.findall(r"sends rows \[([0-9, ]+)\]", stdout)]
+    if not table:
+        raise ValueError("stdout holds no 'sends rows [...]' lines: pass the self-check's output (run_demo().stdout)")
+    return table
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (for a local torchrun rendezvous)."""
     with socket.socket() as s:

@@ -4,7 +4,9 @@ Every number is rounded before it goes into a figure (nbval compares plotly JSON
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -147,3 +149,91 @@ def comparison_figure(rows: Sequence[Mapping], x: str = "active_params") -> go.F
     fig.update_xaxes(title_text=x.replace("_", " "), type="log")
     fig.update_yaxes(title_text="validation loss (nats/char)")
     return style(fig, f"Validation loss against {x.replace('_', ' ')} (mean, min-max over seeds)")
+
+
+def exchange_diagram(send_counts: Sequence[Sequence[int]]) -> go.Figure:
+    """Draw expert parallelism's two all-to-alls: dispatch (tokens to the experts' ranks) and combine (back).
+
+    ``send_counts[i][j]``: rows rank ``i`` sends to rank ``j`` (see ``ExpertParallelMoE.last_exchange``).
+    Line widths grow with the number of rows.
+    """
+    counts = np.asarray(send_counts, dtype=int)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or (counts < 0).any():
+        raise ValueError(f"send_counts must be a square (ranks x ranks) table of non-negative counts, got {counts.tolist()}")
+    world = counts.shape[0]
+    fig = go.Figure()
+    columns = {0: "tokens on rank", 1: "experts on rank", 2: "outputs on rank"}
+    top = max(1, counts.max())
+    for phase, (x0, x1) in enumerate([(0, 1), (1, 2)]):
+        for i in range(world):
+            for j in range(world):
+                n = counts[i, j] if phase == 0 else counts[j, i]  # combine: rows go back from j to i
+                src, dst = (i, j) if phase == 0 else (j, i)
+                if n == 0:
+                    continue
+                fig.add_trace(go.Scatter(x=[x0, x1], y=[-src, -dst], mode="lines+text", showlegend=False,
+                                         line=dict(width=1 + 8 * n / top, color=COLORS[src % len(COLORS)]),
+                                         text=["", f"{n} rows"], textposition="middle left", hoverinfo="skip"))
+    for x, label in columns.items():
+        fig.add_trace(go.Scatter(x=[x] * world, y=[-r for r in range(world)], mode="markers+text", showlegend=False,
+                                 marker=dict(size=36, color="white", line=dict(width=2, color="black")),
+                                 text=[f"{label} {r}" for r in range(world)], textposition="top center", hoverinfo="skip"))
+    fig.add_annotation(x=0.5, y=0.6, text="dispatch: all_to_all_single", showarrow=False)
+    fig.add_annotation(x=1.5, y=0.6, text="combine: all_to_all_single (reverse)", showarrow=False)
+    fig.update_xaxes(visible=False, range=[-0.4, 2.4])
+    fig.update_yaxes(visible=False, range=[-world + 0.4, 0.9])
+    return style(fig, "Expert parallelism: who sends how many token rows to whom", height=160 + 90 * world)
+
+
+# ------------------------------------------------------------------------------------------------
+# Committed results (written by benchmarks/moe.py and benchmarks/moe_train_sweep.py)
+# ------------------------------------------------------------------------------------------------
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def load_train_sweep(path: Path | str | None = None) -> dict:
+    """``benchmarks/results/moe_train_cpu.json``: the tiny GPT over several seeds."""
+    path = Path(path) if path is not None else RESULTS_DIR / "moe_train_cpu.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python benchmarks/moe_train_sweep.py --only train`")
+    return json.loads(path.read_text())
+
+
+def sweep_table(sweep: Mapping) -> list[dict]:
+    """Mean and spread over seeds of each model's validation loss, with its parameters and FLOPs."""
+    rows = sweep["rows"]
+    table = []
+    for m in dict.fromkeys(r["model"] for r in rows):
+        sel = [r for r in rows if r["model"] == m]
+        losses = np.array([r["val_loss"] for r in sel])
+        table.append({"model": m, "seeds": len(sel), "val_loss_mean": round(float(losses.mean()), 3),
+                      "val_loss_std": round(float(losses.std()), 3), "total_params": sel[0]["total_params"],
+                      "active_params": sel[0]["active_params"], "flops_per_token": sel[0]["flops_per_token"]})
+    return table
+
+
+def gpu_benchmarks(results_dir: Path | str | None = None) -> list[dict]:
+    """Every committed GPU run of ``benchmarks/moe.py`` (``moe_<gpu-name>.json``, smoke runs excluded)."""
+    folder = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    found = []
+    for f in sorted(folder.glob("moe_*.json")):
+        data = json.loads(f.read_text())
+        if isinstance(data, dict) and data.get("benchmark") == "moe" and not data.get("smoke"):
+            found.append(data)
+    return found
+
+
+def benchmark_figure(result: Mapping) -> go.Figure:
+    """Time relative to the dense FFN with the same FLOPs, per token count: naive, grouped_mm, fused stages."""
+    rows = result["rows"]
+    labels = [f"T={r['T']}" for r in rows]
+    fig = go.Figure()
+    for i, key in enumerate(["naive", "grouped_mm"]):
+        fig.add_bar(x=labels, y=rounded([r["time_vs_dense"].get(key, float("nan")) for r in rows], 3),
+                    name=key, offsetgroup=str(i), marker_color=COLORS[i])
+    for j, stage in enumerate(["fused_align", "fused_up_gemm", "fused_down_gemm", "fused_combine"]):
+        fig.add_bar(x=labels, y=rounded([r["time_vs_dense"][stage] for r in rows], 3), name=stage.replace("_", " "),
+                    offsetgroup="2", marker_color=COLORS[2 + j])
+    fig.add_hline(y=1.0, line_dash="dash", annotation_text="dense FFN, same FLOPs")
+    fig.update_layout(barmode="relative", yaxis_title="time / dense FFN time")
+    return style(fig, f"MoE layer on {result['device']} ({rows[0]['dtype']}, E={rows[0]['E']}, top-{rows[0]['top_k']})")

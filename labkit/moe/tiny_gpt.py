@@ -216,16 +216,21 @@ def flops_per_token(model: TinyGPT, corpus: TextCorpus, batch_size: int = 4) -> 
     return counter.get_total_flops() / x.numel()
 
 
-def tokens_per_second(model: TinyGPT, corpus: TextCorpus, steps: int = 5, batch_size: int = 16) -> float:
-    """Training throughput (forward + backward + AdamW step) in tokens per second, on a copy of ``model``."""
+def tokens_per_second(model: TinyGPT, corpus: TextCorpus, steps: int = 20, batch_size: int = 16, warmup: int = 3) -> float:
+    """Training throughput (forward + backward + AdamW step) in tokens per second, on a copy of ``model``.
+
+    The first ``warmup`` steps are not timed (allocations, lazy initialisation).
+    """
     import copy
 
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
     model = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
-    batches = [corpus.batch("train", batch_size, model.cfg.block_size, g) for _ in range(steps + 1)]
+    batches = [corpus.batch("train", batch_size, model.cfg.block_size, g) for _ in range(steps + warmup)]
     for i, (x, y) in enumerate(batches):
-        if i == 1:  # the first step warms up
+        if i == warmup:
             start = time.perf_counter()
         _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
@@ -252,6 +257,32 @@ def three_models(vocab_size: int, seed: int = 0, steps: int = 300, **overrides) 
         "dense (same total)": GPTConfig(vocab_size, ffn="dense", d_ff=moe.d_ff * moe.n_experts, seed=seed,
                                         steps=steps, **{k: v for k, v in overrides.items() if k != "d_ff"}),
     }
+
+
+def lab_models(vocab_size: int, seed: int = 0, steps: int = 600) -> dict[str, GPTConfig]:
+    """The notebook's four models: :func:`three_models` plus the MoE without balancing or z-loss (to show collapse)."""
+    from dataclasses import replace
+
+    cfgs = three_models(vocab_size, seed=seed, steps=steps)
+    moe = next(c for c in cfgs.values() if c.ffn == "moe")
+    cfgs["MoE without balancing loss"] = replace(moe, balance_weight=0.0, z_weight=0.0)
+    return cfgs
+
+
+def layer_inputs(model: TinyGPT, idx: torch.Tensor, layer: int = 0) -> torch.Tensor:
+    """The hidden states (tokens, d_model) that MoE layer ``layer`` receives for the batch ``idx``."""
+    moe = model.moe_layers()
+    if not 0 <= layer < len(moe):
+        raise ValueError(f"layer must be in [0, {len(moe) - 1}] (the model's MoE layers), got {layer}")
+    captured = []
+    handle = moe[layer].register_forward_pre_hook(lambda mod, args: captured.append(args[0].detach()))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(idx)
+    finally:
+        handle.remove()
+    return captured[0].reshape(-1, model.cfg.d_model)
 
 
 def moe_stats_of(model: TinyGPT, idx: torch.Tensor) -> list[MoEStats]:
