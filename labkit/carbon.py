@@ -19,6 +19,10 @@ from importlib import resources
 JOULES_PER_KWH = 3.6e6
 DAYS_PER_YEAR = 365
 
+#: What a joules figure can be: the energy kinds of :mod:`labkit.energy`, plus "assumed" for a number
+#: the user typed in.
+ENERGY_KINDS = ("measured", "sampled", "estimated", "assumed")
+
 #: Global average PUE from the Uptime Institute Global Data Center Survey 2023 (as used by
 #: carbontracker's ``PUE_2023`` constant): a cited default for a data-centre deployment.
 PUE_UPTIME_2023 = 1.58
@@ -121,15 +125,15 @@ def footprint(joules: float, region: str, *, pue: float = 1.0, price_per_kwh: fl
     """kgCO2e and money for ``joules`` of device energy run in ``region``.
 
     ``pue`` >= 1 scales device (IT) energy to facility energy. ``energy_kind`` is the kind of the
-    joules (``measured``, ``sampled`` or ``estimated``), carried into the result's label.
+    joules (``measured``, ``sampled``, ``estimated`` or ``assumed``), carried into the result's label.
     """
     joules = _check_number("joules", joules, minimum=0.0)
     pue = _check_number("pue", pue)
     if pue < 1.0:
         raise ValueError(f"pue must be >= 1.0 (1.0 = device energy only; data centres average about 1.58), got {pue:g}")
     price = _check_number("price_per_kwh", price_per_kwh, minimum=0.0)
-    if energy_kind not in ("measured", "sampled", "estimated"):
-        raise ValueError(f"energy_kind must be 'measured', 'sampled' or 'estimated', got {energy_kind!r}")
+    if energy_kind not in ENERGY_KINDS:
+        raise ValueError(f"energy_kind must be one of {ENERGY_KINDS}, got {energy_kind!r}")
     grid = intensity(region)
     it_kwh = joules / JOULES_PER_KWH
     facility = it_kwh * pue
@@ -217,6 +221,6 @@ def deployment(requests_per_day: float, joules_per_request: float, region: str, 
     if idle >= 1.0:
         raise ValueError(f"idle_share must be in [0, 1): the share of device energy spent idle, got {idle:g}")
     price = _check_number("price_per_kwh", price_per_kwh, minimum=0.0)
-    if energy_kind not in ("measured", "sampled", "estimated"):
-        raise ValueError(f"energy_kind must be 'measured', 'sampled' or 'estimated', got {energy_kind!r}")
+    if energy_kind not in ENERGY_KINDS:
+        raise ValueError(f"energy_kind must be one of {ENERGY_KINDS}, got {energy_kind!r}")
     return Deployment(requests, jpr, pue, intensity(region), idle, price, currency, energy_kind)

@@ -71,6 +71,7 @@ def test_joules_from_power():
     (lambda: carbon.footprint(1.0, "FRA", pue=0.9), "pue must be >= 1.0"),
     (lambda: carbon.footprint(1.0, "FRA", price_per_kwh=-0.1), "price_per_kwh"),
     (lambda: carbon.footprint(1.0, "FRA", energy_kind="guessed"), "energy_kind"),
+    (lambda: carbon.deployment(1, 1.0, "FRA", energy_kind="typed"), "energy_kind"),
     (lambda: carbon.deployment(100, 0.0, "FRA"), "joules_per_request must be > 0"),
     (lambda: carbon.deployment(-5, 1.0, "FRA"), "requests_per_day"),
     (lambda: carbon.deployment(100, 1.0, "FRA", idle_share=1.0), r"idle_share must be in \[0, 1\)"),

@@ -66,7 +66,9 @@ def test_grade():
 
 
 def test_deployment_calculator_driven_from_python():
-    calc = we.deployment_calculator(2.0, requests_per_day=1e5, region="FRA", presets={"dense": 5.0})
+    calc = we.deployment_calculator(2.0, requests_per_day=1e5, region="FRA",
+                                    presets={"dense": (5.0, "estimated"), "gpu": (0.2, "measured")})
+    assert "(assumed)" in calc.result.value
     assert calc.deployment.grid.region == "FRA"
     before = list(calc.figure.data[0].y)
     start = time.perf_counter()
@@ -79,9 +81,14 @@ def test_deployment_calculator_driven_from_python():
     colors = list(calc.figure.data[0].marker.color)
     assert colors[carbon.regions().index("POL")] != colors[carbon.regions().index("FRA")]
     assert "Poland" in calc.result.value and "PUE" in calc.result.value and "idle share" in calc.result.value
-    assert "estimated" in calc.result.value
     calc.preset.value = "dense"
     assert calc.joules.value == 5.0 and calc.deployment.joules_per_request == 5.0
+    assert "(estimated)" in calc.result.value
+    calc.preset.value = "gpu"
+    assert calc.deployment.energy_kind == "measured" and "(measured)" in calc.result.value
+    calc.joules.value = 0.3  # typed by hand: an assumption now
+    assert calc.deployment.energy_kind == "assumed" and calc.preset.value == "(type a value)"
+    calc.preset.value = "dense"
     expected = carbon.deployment(1e5, 5.0, "POL", pue=calc.pue.value, idle_share=calc.idle_share.value,
                                  price_per_kwh=calc.price.value)
     assert calc.deployment.tco2e_per_year == pytest.approx(expected.tco2e_per_year)
@@ -92,6 +99,8 @@ def test_deployment_calculator_bad_input():
         we.deployment_calculator(1.0, region="Narnia")
     with pytest.raises(ValueError, match="joules_per_request"):
         we.deployment_calculator(0.0)
+    with pytest.raises(ValueError, match=r"presets\['x'\] must be"):
+        we.deployment_calculator(1.0, presets={"x": 3.0})
 
 
 def test_moe_classifier_shapes_and_active_parameters():

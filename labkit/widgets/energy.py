@@ -13,8 +13,12 @@
 from __future__ import annotations
 
 import copy
+import csv
 import html
+import json
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
@@ -83,9 +87,10 @@ def _nonzero(model: nn.Module) -> int:
 
 
 def _active(model: nn.Module) -> int:
+    """Parameters one input is multiplied with: zeros stored densely still count (they are multiplied)."""
     if isinstance(model, MoEClassifier):
         return model.active_parameters()
-    return _nonzero(model)
+    return sum(p.numel() for p in model.parameters())
 
 
 def model_zoo(data_seed: int = 0, seed: int = 0, sparsity: float = 0.9, removed: float = 0.75,
@@ -254,7 +259,7 @@ def energy_labels(rows: list[dict], reference: str = "dense", batch: int = 1) ->
             f'<div>accuracy <b>{100 * r["accuracy"]:.1f}%</b></div>'
             f'<div>{r[key]:.3g} J per inference (batch {batch}), {ratio:.2f}x {html.escape(reference)}</div>'
             f'<div>{r["j_training"]:.3g} J to train ({r["train_steps"]} steps)</div>'
-            f'<div>{r["active"]:,} of {r["parameters"]:,} parameters active per input</div>'
+            f'<div>{r["active"]:,} of {r["parameters"]:,} parameters used per input, {r["nonzero"]:,} non-zero</div>'
             f'<div style="font-size:11px;color:#D55E00;font-weight:bold">ESTIMATED (Horowitz 45 nm model), '
             f'not measured</div></div>')
     return '<div style="display:flex;flex-wrap:wrap">' + "".join(cards) + "</div>"
@@ -263,7 +268,9 @@ def energy_labels(rows: list[dict], reference: str = "dense", batch: int = 1) ->
 class DeploymentCalculator(widgets.VBox):
     """Serve a model for a year: energy, carbon and cost, with every assumption shown.
 
-    Controls (attributes): ``requests``, ``joules``, ``pue``, ``region``, ``idle_share``, ``price``.
+    Controls (attributes): ``preset``, ``requests``, ``joules``, ``pue``, ``region``, ``idle_share``, ``price``.
+    ``presets`` maps a name to ``(joules_per_request, kind)``; choosing one sets both, and the kind
+    is shown in the assumptions. A value typed by hand is labelled ``assumed``.
     Outputs: ``result`` (an HTML widget with the numbers and assumptions) and ``figure`` (tCO2e per year
     in every bundled region, the chosen one highlighted). ``deployment`` is the current
     :class:`labkit.carbon.Deployment`.
@@ -271,12 +278,16 @@ class DeploymentCalculator(widgets.VBox):
 
     def __init__(self, joules_per_request: float = 1.0, requests_per_day: float = 1e6, region: str = "USA",
                  pue: float = carbon.PUE_UPTIME_2023, idle_share: float = 0.3, price_per_kwh: float = 0.15,
-                 energy_kind: str = "estimated", presets: dict[str, float] | None = None):
+                 energy_kind: str = "assumed", presets: dict[str, tuple[float, str]] | None = None):
         # Validate once through the calculator itself: bad input fails here, with its message.
         carbon.deployment(requests_per_day, joules_per_request, region, pue=pue, idle_share=idle_share,
                           price_per_kwh=price_per_kwh, energy_kind=energy_kind)
-        self.energy_kind = energy_kind
         self.presets = dict(presets or {})
+        for name, preset in self.presets.items():
+            if not (isinstance(preset, tuple) and len(preset) == 2 and preset[1] in carbon.ENERGY_KINDS):
+                raise ValueError(f"presets[{name!r}] must be (joules_per_request, kind) with kind in "
+                                 f"{carbon.ENERGY_KINDS}, got {preset!r}")
+        self.energy_kind = energy_kind
         self._grid = carbon.grid_table()
         self._order = carbon.regions()
         style_ = {"description_width": "150px"}
@@ -302,6 +313,7 @@ class DeploymentCalculator(widgets.VBox):
                             marker_color=[COLORS[0]] * len(self._order))
         style(self.figure, "tCO2e per year if served from each region", height=320)
         self.figure.update_yaxes(title="tCO2e per year")
+        self.joules.observe(self._joules_typed, names="value")
         for control in (self.requests, self.joules, self.pue, self.region, self.idle_share, self.price):
             control.observe(self._update, names="value")
         self.preset.observe(self._use_preset, names="value")
@@ -312,7 +324,21 @@ class DeploymentCalculator(widgets.VBox):
 
     def _use_preset(self, change) -> None:
         if change["new"] in self.presets:
-            self.joules.value = self.presets[change["new"]]
+            joules, kind = self.presets[change["new"]]
+            self.energy_kind = kind
+            if self.joules.value == joules:
+                self._update()
+            self.joules.value = joules  # triggers _update
+        else:
+            self.energy_kind = "assumed"
+            self._update()
+
+    def _joules_typed(self, change) -> None:
+        """A value typed by hand is an assumption, whatever preset it started from."""
+        preset = self.presets.get(self.preset.value)
+        if preset is not None and change["new"] != preset[0]:
+            self.energy_kind = "assumed"
+            self.preset.value = "(type a value)"
 
     def _calc(self, region: str) -> carbon.Deployment:
         return carbon.deployment(self.requests.value, self.joules.value, region, pue=self.pue.value,
@@ -334,3 +360,110 @@ class DeploymentCalculator(widgets.VBox):
 def deployment_calculator(joules_per_request: float = 1.0, **kwargs) -> DeploymentCalculator:
     """A :class:`DeploymentCalculator` starting at ``joules_per_request`` (other settings as keywords)."""
     return DeploymentCalculator(joules_per_request, **kwargs)
+
+
+def batching_figure(zoo: dict[str, ZooModel], test: Split, batch_sizes: tuple[int, ...] = (1, 4, 16, 64, 256)) -> go.Figure:
+    """Estimated joules per inference against batch size, one line per model (log-log).
+
+    Weights are read once per batch, so their DRAM cost is shared by every input in it.
+    """
+    if not zoo:
+        raise ValueError("zoo is empty: build it with model_zoo()")
+    for b in batch_sizes:
+        energy._check_count("batch size", b)
+        if b > len(test):
+            raise ValueError(f"batch size {b} is larger than the test split ({len(test)} examples)")
+    fig = go.Figure()
+    with torch.no_grad():
+        for entry in zoo.values():
+            ys = [energy.estimate(lambda: entry.model(test.x[:b]), items=b).joules_per_item for b in batch_sizes]
+            fig.add_scatter(x=list(batch_sizes), y=rounded(ys, 12), mode="lines+markers", name=entry.name)
+    fig.update_xaxes(type="log", title="batch size (inputs per forward pass)")
+    fig.update_yaxes(type="log", title="joules per inference (ESTIMATED)")
+    return style(fig, "Batching shares the weight traffic (estimated, Horowitz 45 nm model)")
+
+
+def published_figures() -> list[dict]:
+    """Published energy figures for context, each with its source (``labkit/data/published_energy.csv``)."""
+    text = resources.files("labkit").joinpath("data/published_energy.csv").read_text()
+    return [dict(row, value=float(row["value"])) for row in csv.DictReader(text.splitlines())]
+
+
+#: Where benchmark scripts write their JSON (present in a source checkout).
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def gpu_energy_results(results_dir: Path | str = RESULTS_DIR) -> dict[str, dict]:
+    """Committed measured-GPU energy files (``energy_*.json``) by file name; empty when there are none."""
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        return {}
+    return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("energy_*.json"))}
+
+
+def gpu_energy_summary(results: dict[str, dict] | None = None) -> str:
+    """The measured GPU joules in the committed results files, as text lines with their origin."""
+    results = gpu_energy_results() if results is None else results
+    lines = []
+    for name, res in results.items():
+        if "origin" in res:  # copied PyTorch baselines
+            lines.append(f"{name}: {res['kind'].upper()} ({res['scope']}) on {res['device']}, {res['date']}")
+            energy_rows_ = [r for r in res["rows"] if "joules_per_op" in r]
+            for r in energy_rows_:
+                lines.append(f"  {r['case']:<40} {r['joules_per_op']:.3f} J per product at {r['avg_watts']:.0f} W")
+            if len(energy_rows_) == 2:
+                lines.append(f"  dense / sparse: {energy_rows_[0]['joules_per_op'] / energy_rows_[1]['joules_per_op']:.1f}x"
+                             " fewer joules with the sparse kernel")
+            lines.append(f"  origin: {res['origin']}")
+        else:  # written by benchmarks/energy.py
+            lines.append(f"{name}: MEASURED by {res['script']} on {res['gpu']}, {res['date']}")
+            for r in res["rows"]:
+                lines.append(f"  {r['tokens']:>5} tokens  {r['case']:<22} {r['joules_per_call']:.4g} J per call "
+                             f"({r['kind']}, {r['scope']}), {r.get('energy_ratio_vs_dense', float('nan')):.2f}x "
+                             "fewer joules than dense")
+    if not any(res.get("script") == "benchmarks/energy.py" for res in results.values()):
+        lines.append("The lab's own kernels have no measured GPU joules yet: run `python benchmarks/energy.py` on an "
+                     "NVIDIA GPU and commit benchmarks/results/energy_<gpu>.json.")
+    return "\n".join(lines)
+
+
+def rows_table(rows: list[dict]) -> str:
+    """The zoo's rows as aligned text (what nbval compares): every joule labelled estimated."""
+    batches = sorted(int(k.rsplit("b", 1)[1]) for k in rows[0] if k.startswith("j_per_inference_b"))
+    head = f"{'model':<13}{'accuracy':>9}{'params':>8}{'nonzero':>8}{'active':>8}" + "".join(
+        f"{'J/inf b' + str(b):>12}" for b in batches) + f"{'J train':>10}"
+    lines = [head + "   (all joules ESTIMATED)"]
+    for r in rows:
+        lines.append(f"{r['name']:<13}{100 * r['accuracy']:>8.1f}%{r['parameters']:>8,}{r['nonzero']:>8,}{r['active']:>8,}"
+                     + "".join(f"{r[f'j_per_inference_b{b}']:>12.3g}" for b in batches) + f"{r['j_training']:>10.3g}")
+    return "\n".join(lines)
+
+
+def measure_zoo(zoo: dict[str, ZooModel], test: Split, batch_sizes: tuple[int, ...] = (1, 64),
+                min_window_s: float = 0.2) -> str:
+    """Measure every model with :func:`labkit.energy.measure` on this machine; text lines with every label.
+
+    Machine-dependent: wall time is measured; joules are whatever the best available meter gives
+    (estimated where there is no sensor) and say so.
+    """
+    lines = []
+    with torch.no_grad():
+        for entry in zoo.values():
+            for b in batch_sizes:
+                x = test.x[:b]
+                with energy.measure(items=b, min_window_s=min_window_s) as m:
+                    report = m.run(lambda: entry.model(x), warmup=3)
+                lines.append(f"{entry.name:<13} batch {b:>3}: {1e6 * report.wall_s / (b * report.repeats):8.2f} us per "
+                             f"inference (MEASURED wall time, {report.repeats} repeats); {report.joules_per_item:.3g} J per "
+                             f"inference {report.kind.upper()} ({report.primary.scope})")
+    return "\n".join(lines)
+
+
+def region_figure(joules: float, pue: float = 1.0) -> go.Figure:
+    """kgCO2e of the same ``joules`` in every bundled region (cleanest first)."""
+    kg = carbon.by_region(joules, pue=pue)
+    grid = carbon.grid_table()
+    fig = go.Figure(go.Bar(x=[f"{grid[c].name} ({grid[c].year})" for c in kg], y=rounded(list(kg.values()), 9),
+                           marker_color=COLORS[0]))
+    fig.update_yaxes(title="kgCO2e")
+    return style(fig, f"The same {joules:.3g} J (PUE {pue:g}) in each region's grid")
