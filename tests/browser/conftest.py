@@ -2,7 +2,8 @@
 
 The tests drive Debian's Chromium (``apt-get install chromium``) through Playwright for Python; Playwright's
 own browser download is never used. Without Chromium they are skipped with a reason that says how to get it.
-Set LABKIT_CHROMIUM=/path/to/chromium to use another Chromium build.
+Set LABKIT_CHROMIUM=/path/to/chromium to use another Chromium build; LABKIT_REQUIRE_BROWSER=1 (set by .ci/run)
+turns the skip into a failure, so CI can never pass without them.
 
 JupyterLab runs on 127.0.0.1, a free port and a random token, with fresh workspace and settings folders, on a
 *copy* of notebooks/ so executed outputs can never be saved over the committed notebooks. The copy sits in a
@@ -68,6 +69,8 @@ def free_port() -> int:
 def browser():
     """One headless Chromium for the whole session (skips the test when Chromium is missing)."""
     exe = chromium_executable()
+    if exe is None and os.environ.get("LABKIT_REQUIRE_BROWSER") == "1":  # CI: a skip would hide the tests
+        pytest.fail("LABKIT_REQUIRE_BROWSER=1 but Chromium was not found (apt-get install chromium)")
     if exe is None:
         pytest.skip("Chromium not found: install it with `apt-get install chromium` (Debian/Ubuntu) or set "
                     "LABKIT_CHROMIUM=/path/to/chromium; CI (.ci/run) installs it, so there these tests run")
