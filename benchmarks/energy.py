@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing to measure (this script needs an NVIDIA GPU); no results written")
         return 0
-    meter = energy.NvmlMeter(index=torch.cuda.current_device())
+    meter = energy.NvmlMeter(index=energy.nvml_index(torch.cuda.current_device()))
     status = meter.status()
     print("nvml:", status.reason)
     if not status.available:

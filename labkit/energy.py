@@ -213,6 +213,29 @@ class NvmlMeter:
             nvml.nvmlShutdown()
 
 
+def nvml_index(cuda_index: int = 0, visible: str | None = None) -> int:
+    """NVML's index of CUDA device ``cuda_index``: they differ when ``CUDA_VISIBLE_DEVICES`` reorders GPUs.
+
+    ``visible`` defaults to the environment variable. UUID entries cannot be mapped without NVML,
+    so they fall back to ``cuda_index`` (and a warning).
+    """
+    import os
+    import warnings
+
+    if isinstance(cuda_index, bool) or not isinstance(cuda_index, int) or cuda_index < 0:
+        raise ValueError(f"cuda_index must be an int >= 0, got {cuda_index!r}")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    if not visible:
+        return cuda_index
+    parts = [p.strip() for p in visible.split(",") if p.strip()]
+    if cuda_index >= len(parts):
+        raise ValueError(f"cuda_index {cuda_index} is not visible: CUDA_VISIBLE_DEVICES={visible!r}")
+    if parts[cuda_index].isdigit():
+        return int(parts[cuda_index])
+    warnings.warn(f"CUDA_VISIBLE_DEVICES={visible!r} names GPUs by UUID: assuming NVML index {cuda_index}")
+    return cuda_index
+
+
 def integrate_power(samples: Sequence[tuple[float, float]]) -> float:
     """Joules from ``(time_s, milliwatts)`` samples by the trapezoid rule."""
     if len(samples) < 2:

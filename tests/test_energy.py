@@ -182,6 +182,16 @@ def test_nvml_no_gpu_is_unavailable(fake, words):
         NvmlMeter(nvml=fake).start()
 
 
+def test_nvml_index_follows_cuda_visible_devices():
+    assert energy.nvml_index(0, visible="") == 0
+    assert energy.nvml_index(1, visible="3,1") == 1
+    assert energy.nvml_index(0, visible="3,1") == 3
+    with pytest.warns(UserWarning, match="UUID"):
+        assert energy.nvml_index(0, visible="GPU-8f3c") == 0
+    with pytest.raises(ValueError, match="not visible"):
+        energy.nvml_index(2, visible="0,1")
+
+
 def test_integrate_power_trapezoid():
     assert energy.integrate_power([(0.0, 100_000), (1.0, 300_000)]) == pytest.approx(200.0)
     with pytest.raises(ValueError, match="at least 2"):
