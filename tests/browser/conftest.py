@@ -130,7 +130,11 @@ def lab_server(browser, tmp_path_factory) -> LabServer:
         cmd.append("--allow-root")
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "jupyter-server.log", "w")
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"))
+    # Fresh Jupyter config, data and runtime folders: a user's own settings or a "python3" kernelspec in
+    # ~/.local/share/jupyter cannot change what is tested. (The environment's own, under sys.prefix, still
+    # apply: that is where the widget and plotly front ends are installed.)
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTER_CONFIG_DIR=str(tmp / "config"),
+               JUPYTER_DATA_DIR=str(tmp / "data"))
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = LabServer(f"http://127.0.0.1:{port}", token, root_dir)
     try:
