@@ -253,3 +253,14 @@ def row_blocks(weight: torch.Tensor) -> dict[int, list[int]]:
     check_bsr_weight(weight)
     crow, col = weight.crow_indices().tolist(), weight.col_indices().tolist()
     return {r: col[crow[r]:crow[r + 1]] for r in range(len(crow) - 1)}
+
+
+def kernel_source() -> str:
+    """The text of the ``@triton.jit`` kernel above, for reading in a notebook (works without triton)."""
+    import textwrap
+    from pathlib import Path
+
+    text = Path(__file__).read_text()
+    start = text.index("    @triton.jit")
+    end = text.index("    def _cfg")
+    return textwrap.dedent(text[start:end]).rstrip() + "\n"

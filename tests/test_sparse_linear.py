@@ -132,6 +132,8 @@ def test_measured_roofs_and_baseline_figure():
     assert len(fig.data) == 7 and "H200" in fig.layout.title.text
     assert len(sp.roofline_figure(roofs).data) == 6
     assert all("speedup_vs_dense" in r for r in sp.pytorch_baselines_table())
+    facts = sp.baseline_facts()
+    assert len(facts) == 5 and "density 0.01" in facts[0] and "8192 tokens" in facts[1]
 
 
 def test_gpu_curves_without_gpu_say_where_numbers_come_from():
