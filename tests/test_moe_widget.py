@@ -31,7 +31,10 @@ def test_balancing_loss_evens_out_the_load_on_the_grid(grid):
 
 
 def test_one_point_recomputes_like_the_committed_grid(grid):
-    p = rg._train_point(2, 1, 0.01, steps=40, seed=0)
+    from labkit.moe.tiny_gpt import train_threads
+
+    with train_threads():
+        p = rg._train_point(2, 1, 0.01, steps=40, seed=0)
     q = grid[(2, 1, 0.01)]
     assert p.active_params == q.active_params and p.flops_per_token == q.flops_per_token
     assert abs(p.routed[0] - q.routed[0]) <= 0.02 * p.tokens  # routing agrees up to float noise across machines

@@ -106,8 +106,11 @@ def compute_routing_grid(steps: int = 40, seed: int = 0) -> list[GridPoint]:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     from tqdm.auto import tqdm
 
+    from labkit.moe.tiny_gpt import train_threads
+
     combos = [(e, k, w) for e in EXPERTS for k in TOP_K if k <= e for w in BALANCE_WEIGHTS]
-    return [_train_point(*c, steps=steps, seed=seed) for c in tqdm(combos, desc="routing grid", leave=False)]
+    with train_threads():
+        return [_train_point(*c, steps=steps, seed=seed) for c in tqdm(combos, desc="routing grid", leave=False)]
 
 
 def save_routing_grid(points: list[GridPoint], path: Path | str, **meta) -> None:
