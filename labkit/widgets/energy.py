@@ -216,7 +216,8 @@ def pareto_figure(rows: list[dict], batch: int = 1) -> go.Figure:
                     line=dict(color="#999999", dash="dot"), hoverinfo="skip")
     for i, r in enumerate(rows):
         fig.add_scatter(x=[xs[i]], y=[ys[i]], mode="markers+text", name=r["name"], text=[r["name"]],
-                        textposition="top center", marker=dict(size=12, color=COLORS[i % len(COLORS)]),
+                        textposition="top center" if i % 2 == 0 else "bottom center",  # neighbours apart
+                        marker=dict(size=12, color=COLORS[i % len(COLORS)]),
                         hovertemplate=f"{r['name']}<br>%{{y:.1f}}% accuracy<br>%{{x:.3g}} J per inference "
                                       "(ESTIMATED)<extra></extra>")
     fig.update_xaxes(type="log", title=f"joules per inference at batch {batch} (ESTIMATED: Horowitz 45 nm model)")
