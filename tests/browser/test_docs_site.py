@@ -125,7 +125,7 @@ def test_built_site_has_every_notebook_and_ships_plotly_js_once(site: Path):
 
 
 @pytest.mark.browser
-def test_built_site_renders_plotly_figures_offline_in_chromium(site: Path, browser):
+def test_built_site_draws_every_figure_offline_in_chromium(site: Path, browser):
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -148,17 +148,23 @@ def test_built_site_renders_plotly_figures_offline_in_chromium(site: Path, brows
         assert links.count() >= len(notebook_paths())
         with_figures = [p for p in notebook_paths() if count_outputs(nbformat.read(p, 4), PLOTLY_MIME)]
         assert with_figures, "no notebook has a plotly figure to check"
-        target = with_figures[0]
-        page.locator(f"a[href='{target.stem}.html']").first.click()
-        page.wait_for_url(f"**/{target.stem}.html")
-        expected = count_outputs(nbformat.read(target, 4), PLOTLY_MIME)
-        page.wait_for_function(
-            "n => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n", arg=expected, timeout=30_000)
-        assert page.locator(".js-plotly-plot").count() == expected
-        assert page.locator(".js-plotly-plot .modebar-container").count() == expected  # interactive toolbar
-        if count_outputs(nbformat.read(target, 4), WIDGET_MIME):
-            assert page.get_by_text("Run this notebook in JupyterLab").count() >= 1
-        page.screenshot(path=str(ROOT / "test-artifacts" / f"docs-{target.stem}.png"), full_page=True)
+        page.locator(f"a[href='{with_figures[0].stem}.html']").first.click()  # the landing page's links work
+        page.wait_for_url(f"**/{with_figures[0].stem}.html")
+        for path in notebook_paths():  # and every page draws all of its figures
+            nb = nbformat.read(path, 4)
+            if page.url != f"{base}/{path.stem}.html":
+                page.goto(f"{base}/{path.stem}.html")
+            expected = count_outputs(nb, PLOTLY_MIME)
+            page.wait_for_function("n => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n",
+                                   arg=expected, timeout=30_000)
+            assert page.locator(".js-plotly-plot").count() == expected, path.stem
+            assert page.locator(".js-plotly-plot .modebar-container").count() == expected  # interactive
+            notes = page.locator(".lab-widget-note")
+            assert notes.count() + page.locator(".lab-progress").count() == count_outputs(nb, WIDGET_MIME)
+            for k in range(notes.count()):
+                assert "Run this notebook in JupyterLab" in notes.nth(k).inner_text()
+            if path == with_figures[0]:
+                page.screenshot(path=str(ROOT / "test-artifacts" / f"docs-{path.stem}.png"), full_page=True)
         assert not blocked, f"the site asked for remote resources: {blocked[:5]}"
     finally:
         page.close()
