@@ -126,8 +126,10 @@ def pretrained(kind: str = "mlp", seed: int = 0, epochs: int = DEFAULT_EPOCHS, l
 
     if kind not in models.MODEL_KINDS:
         raise ValueError(f"kind must be one of {models.MODEL_KINDS}, got {kind!r}")
+    # Float sums depend on the thread count, so weights trained with 1 and 2 threads differ in the
+    # last bits: keep them apart in the cache.
     config = {"kind": kind, "seed": seed, "epochs": epochs, "lr": lr, "data_seed": data_seed,
-              "torch": torch.__version__.split("+")[0]}
+              "torch": torch.__version__.split("+")[0], "threads": torch.get_num_threads()}
 
     def fit() -> dict:
         model = models.build(kind, seed=seed)

@@ -173,6 +173,64 @@ def lottery_table(sweep: dict, model: str = "mlp") -> str:
     return "\n".join(lines)
 
 
+def nm_table(sweep: dict, model: str = "mlp") -> str:
+    """N:M patterns (one-shot), test accuracy mean ± std with and without fine-tuning."""
+    rows = summarize(sweep, model)
+    lines = [f"{'pattern':>8} {'removed':>8} {'no fine-tuning':>15} {'fine-tuned':>12}"]
+    for n, m in sweep["config"]["nm_patterns"]:
+        raw, tuned = _row(rows, f"{n}:{m}", False, 1 - n / m), _row(rows, f"{n}:{m}", True, 1 - n / m)
+        lines.append(f"{f'{n}:{m}':>8} {100 * raw['sparsity']:>7.1f}% {100 * raw['mean']:>9.1f} ± {100 * raw['std']:.1f} "
+                     f"{100 * tuned['mean']:>6.1f} ± {100 * tuned['std']:.1f}")
+    return "\n".join(lines)
+
+
+def storage_figure(sizes: dict[str, dict[str, int]], title: str | None = "Bytes to store the weights") -> go.Figure:
+    """Grouped bars: kilobytes per storage format (x) for each pruned model (one bar colour per model).
+
+    ``sizes`` maps a model label to :func:`labkit.prune.model_storage_bytes` of that model.
+    """
+    from labkit.prune import FORMATS
+
+    if not isinstance(sizes, dict) or not sizes:
+        raise TypeError("sizes must be a non-empty dict {label: labkit.prune.model_storage_bytes(model)}")
+    fig = go.Figure()
+    for label, per_format in sizes.items():
+        fig.add_bar(x=list(FORMATS), y=rounded([per_format[f] / 1024 for f in FORMATS], 2), name=label)
+    fig.update_yaxes(title="kilobytes (float32 values, int32 indices)")
+    fig.update_xaxes(title="storage format")
+    return style(fig, title)
+
+
+def schedule_figure(final_sparsity: float = 0.9, steps: int = 100, title: str | None = None) -> go.Figure:
+    """Zhu & Gupta's cubic schedule against a linear ramp to the same final sparsity."""
+    from labkit.prune import cubic_sparsity
+
+    ts = list(range(steps + 1))
+    fig = go.Figure()
+    fig.add_scatter(x=ts, y=rounded([100 * cubic_sparsity(t, final_sparsity, 0, steps) for t in ts], 3), name="cubic")
+    fig.add_scatter(x=ts, y=rounded([100 * final_sparsity * t / steps for t in ts], 3), name="linear",
+                    line_dash="dot")
+    fig.update_xaxes(title="pruning step (share of the pruning phase)")
+    fig.update_yaxes(title="sparsity (%)")
+    return style(fig, title or f"Gradual pruning to {100 * final_sparsity:g}%")
+
+
+def sensitivity_figure(scan: dict[str, list[float]], sparsities: list[float], dense_accuracy: float,
+                       max_drop: float = 0.01) -> go.Figure:
+    """Validation accuracy when pruning one layer at a time, one line per layer, with the allowed drop marked."""
+    if not scan:
+        raise ValueError("scan is empty: pass the dict labkit.prune.sensitivity_scan returns")
+    fig = go.Figure()
+    for name, accs in scan.items():
+        fig.add_scatter(x=rounded([100 * s for s in sparsities], 2), y=rounded([100 * a for a in accs], 2),
+                        mode="lines+markers", name=name)
+    fig.add_hline(y=round(100 * (dense_accuracy - max_drop), 2), line_dash="dot", line_color="grey",
+                  annotation_text=f"dense - {100 * max_drop:g} point")
+    fig.update_xaxes(title="sparsity of this layer only (%)")
+    fig.update_yaxes(title="validation accuracy (%)")
+    return style(fig, "Sensitivity scan (validation split)")
+
+
 # ----------------------------------------------------------------------------------------------
 # The explorer
 # ----------------------------------------------------------------------------------------------
