@@ -76,7 +76,8 @@ def moe_align(experts: torch.Tensor, n_experts: int, block_m: int) -> tuple[torc
     flat = experts.reshape(-1).long()
     n_slots = flat.numel()
     dev = flat.device
-    counts = torch.bincount(flat, minlength=n_experts)
+    # index_add_ rather than bincount: CUDA's bincount reads the max back to the host (a sync).
+    counts = torch.zeros(n_experts, dtype=torch.long, device=dev).index_add_(0, flat, torch.ones_like(flat))
     padded = (counts + block_m - 1) // block_m * block_m
     padded_end = padded.cumsum(0)
     padded_start = padded_end - padded
@@ -203,8 +204,11 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def check_moe_inputs(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: torch.Tensor,
-                     gates: torch.Tensor, experts: torch.Tensor) -> None:
-    """Raise a clear ValueError/TypeError unless the shapes, dtypes and devices fit together."""
+                     gates: torch.Tensor, experts: torch.Tensor, check_ids: bool = True) -> None:
+    """Raise a clear ValueError/TypeError unless the shapes, dtypes and devices fit together.
+
+    ``check_ids`` also checks every expert id is in range, which reads them back from the GPU (a sync).
+    """
     for name, t in (("x", x), ("w1", w1), ("w3", w3), ("w2", w2), ("gates", gates), ("experts", experts)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -230,7 +234,7 @@ def check_moe_inputs(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: to
         raise ValueError(f"gates must have the shape of experts {tuple(experts.shape)}, got {tuple(gates.shape)}")
     if not gates.is_floating_point():
         raise TypeError(f"gates must be floating point, got {gates.dtype}")
-    if experts.numel() and (int(experts.min()) < 0 or int(experts.max()) >= n_experts):
+    if check_ids and experts.numel() and (int(experts.min()) < 0 or int(experts.max()) >= n_experts):
         raise ValueError(f"experts must lie in [0, {n_experts}), got ids from {int(experts.min())} to {int(experts.max())}")
     devices = {t.device for t in (x, w1, w3, w2, gates, experts)}
     if len(devices) != 1:
@@ -281,7 +285,7 @@ def moe_combine(y_slots: torch.Tensor, top_k: int) -> torch.Tensor:
 
 
 def fused_moe(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: torch.Tensor, gates: torch.Tensor,
-              experts: torch.Tensor, block_m: int | None = None) -> torch.Tensor:
+              experts: torch.Tensor, block_m: int | None = None, check_ids: bool = True) -> torch.Tensor:
     """The MoE SwiGLU layer ``sum_j gates[t, j] * expert_{experts[t, j]}(x[t])`` in two Triton launches.
 
     Args:
@@ -289,8 +293,9 @@ def fused_moe(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: torch.Ten
             in the layout of :class:`labkit.moe.MoEFeedForward`. gates: (T, top_k) gate weights;
             experts: (T, top_k) expert ids (from a router). block_m: rows per tile (power of two
             >= 16); ``None`` picks one from the average load (:func:`choose_block_m`).
+        check_ids: check that every expert id is in ``[0, E)`` (costs a GPU sync; benchmarks turn it off).
     """
-    check_moe_inputs(x, w1, w3, w2, gates, experts)
+    check_moe_inputs(x, w1, w3, w2, gates, experts, check_ids)
     _kernel_device_ok(x)
     n_tokens, top_k = experts.shape
     if n_tokens == 0:
@@ -308,9 +313,9 @@ def fused_moe(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: torch.Ten
 # Reference: the naive loop over experts
 # ----------------------------------------------------------------------------------------------
 def moe_reference(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: torch.Tensor, gates: torch.Tensor,
-                  experts: torch.Tensor) -> torch.Tensor:
+                  experts: torch.Tensor, check_ids: bool = True) -> torch.Tensor:
     """Plain torch: for each expert, gather its tokens, run the SwiGLU, scatter-add ``gate * output``."""
-    check_moe_inputs(x, w1, w3, w2, gates, experts)
+    check_moe_inputs(x, w1, w3, w2, gates, experts, check_ids)
     out = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
     for e in range(w1.shape[0]):
         token, choice = torch.where(experts == e)
