@@ -35,7 +35,9 @@ Under ``TRITON_INTERPRET=1`` (no GPU) the same kernels run on numpy, slowly: kee
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -241,6 +243,14 @@ def check_moe_inputs(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: to
         raise ValueError(f"all inputs must be on one device, got {sorted(str(d) for d in devices)}")
 
 
+@contextlib.contextmanager
+def _quiet_interpreter():
+    """Triton 3.6's interpreter converts 1-element arrays to scalars, which numpy>=1.25 warns about: hide that."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Conversion of an array with ndim > 0", category=DeprecationWarning)
+        yield
+
+
 def _kernel_device_ok(x: torch.Tensor) -> None:
     if triton is None:
         raise RuntimeError("triton is not installed here; use moe_reference (plain torch) instead")
@@ -258,9 +268,10 @@ def moe_up(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, sorted_slots: to
     n_experts, d_ff, d_model = w1.shape
     h = torch.empty(sorted_slots.numel(), d_ff, device=x.device, dtype=x.dtype)
     grid = lambda meta: (triton.cdiv(d_ff, meta["BLOCK_N"]), block_expert.numel())  # noqa: E731
-    _moe_up_kernel[grid](x, w1, w3, h, sorted_slots, block_expert, x.shape[0] * top_k, d_model, d_ff,
-                         x.stride(0), x.stride(1), w1.stride(0), w1.stride(1), w1.stride(2), h.stride(0), h.stride(1),
-                         TOP_K=top_k, BLOCK_M=block_m, UPCAST=_interpreting())
+    with _quiet_interpreter():
+        _moe_up_kernel[grid](x, w1, w3, h, sorted_slots, block_expert, x.shape[0] * top_k, d_model, d_ff,
+                             x.stride(0), x.stride(1), w1.stride(0), w1.stride(1), w1.stride(2), h.stride(0),
+                             h.stride(1), TOP_K=top_k, BLOCK_M=block_m, UPCAST=_interpreting())
     return h
 
 
@@ -273,9 +284,10 @@ def moe_down(h: torch.Tensor, w2: torch.Tensor, gates: torch.Tensor, sorted_slot
     y = torch.empty(n_slots, d_model, device=h.device, dtype=h.dtype)
     gates = gates.reshape(-1).contiguous()
     grid = lambda meta: (triton.cdiv(d_model, meta["BLOCK_N"]), block_expert.numel())  # noqa: E731
-    _moe_down_kernel[grid](h, w2, gates, y, sorted_slots, block_expert, n_slots, d_model, d_ff,
-                           h.stride(0), h.stride(1), w2.stride(0), w2.stride(1), w2.stride(2), y.stride(0), y.stride(1),
-                           BLOCK_M=block_m, UPCAST=_interpreting())
+    with _quiet_interpreter():
+        _moe_down_kernel[grid](h, w2, gates, y, sorted_slots, block_expert, n_slots, d_model, d_ff,
+                               h.stride(0), h.stride(1), w2.stride(0), w2.stride(1), w2.stride(2), y.stride(0),
+                               y.stride(1), BLOCK_M=block_m, UPCAST=_interpreting())
     return y
 
 
