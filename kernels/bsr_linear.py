@@ -34,6 +34,10 @@ Byte and FLOP arithmetic (density d = kept blocks / all blocks, s bytes per valu
      ``sum`` adds up. More programs means more bytes in flight, which is what bandwidth needs.
 
 Everything accumulates in fp32, whatever the input dtype (fp16, bf16 or fp32).
+
+The loop over a row's kept blocks exists twice: a ``for`` loop, which the GPU compiler
+software-pipelines (the next blocks' loads are in flight while this block's ``tl.dot`` runs), and a
+``while`` loop, accepted by every Triton version but never pipelined. See ``_runtime.launch``.
 """
 from __future__ import annotations
 
@@ -45,6 +49,24 @@ if rt.HAS_TRITON:
     import triton
     import triton.language as tl
 
+    @triton.jit
+    def _bsr_block(acc, p, x_ptr, col_ptr, val_ptr, offs_m, offs_b, m_ok, K, NNZB, stride_xm,
+                   BS: tl.constexpr, CAST_FP32: tl.constexpr):
+        """One kept block: load its x slice and the block, and accumulate their product."""
+        col = tl.load(col_ptr + p)
+        k = col * BS + offs_b
+        # x slice (BLOCK_M tokens x BS inputs): masked for the ragged last token tile and for a
+        # weight whose K was padded up to a block multiple.
+        a = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
+                    mask=m_ok[:, None] & (k[None, :] < K), other=0.0)
+        # the kept block, read transposed (BS inputs x BS outputs) so that y = x @ W.T
+        w = tl.load(val_ptr + p * (BS * BS) + offs_b[None, :] * BS + offs_b[:, None],  # p: int64 index
+                    mask=(p < NNZB), other=0.0)
+        if CAST_FP32:  # the interpreter computes bf16 wrongly: do it in fp32 there
+            a = a.to(tl.float32)
+            w = w.to(tl.float32)
+        return acc + tl.dot(a, w)
+
     # do_not_specialize: one compiled variant for every token count and shape (Triton otherwise
     # compiles a separate kernel when an int argument is 1 or a multiple of 16).
     @triton.jit(do_not_specialize=["M", "N", "K", "NNZB", "SPLIT_K"])
@@ -52,7 +74,7 @@ if rt.HAS_TRITON:
         x_ptr, crow_ptr, col_ptr, val_ptr, bias_ptr, out_ptr,
         M, N, K, NNZB, SPLIT_K, stride_xm, stride_om, stride_os,
         BS: tl.constexpr, BLOCK_M: tl.constexpr, GROUP_M: tl.constexpr, PARTIAL: tl.constexpr,
-        HAS_BIAS: tl.constexpr, CAST_FP32: tl.constexpr,
+        HAS_BIAS: tl.constexpr, CAST_FP32: tl.constexpr, PIPELINE: tl.constexpr,
     ):
         # -- which tile am I? Grouped order: GROUP_M token tiles share each block row in turn --------
         pid = tl.program_id(0)
@@ -73,22 +95,16 @@ if rt.HAS_TRITON:
         start = tl.load(crow_ptr + row)
         end = tl.load(crow_ptr + row + 1)
         acc = tl.zeros((BLOCK_M, BS), dtype=tl.float32)
-        p = start + pid_k
-        while p < end:  # a data-dependent bound: `while`, not range(), for Triton 3.6
-            col = tl.load(col_ptr + p)
-            k = col * BS + offs_b
-            # x slice (BLOCK_M tokens x BS inputs): masked for the ragged last token tile and a
-            # weight whose K was padded up to a block multiple.
-            a = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
-                        mask=m_ok[:, None] & (k[None, :] < K), other=0.0)
-            # the kept block, read transposed (BS inputs x BS outputs) so that y = x @ W.T
-            w = tl.load(val_ptr + p.to(tl.int64) * BS * BS + offs_b[None, :] * BS + offs_b[:, None],
-                        mask=(p < NNZB), other=0.0)
-            if CAST_FP32:  # the interpreter computes bf16 wrongly: do it in fp32 there
-                a = a.to(tl.float32)
-                w = w.to(tl.float32)
-            acc += tl.dot(a, w)
-            p += SPLIT_K
+        if PIPELINE:  # `for`: the compiler loads the next blocks while this one's tl.dot runs
+            for p in tl.range(start + pid_k, end, SPLIT_K):
+                acc = _bsr_block(acc, p, x_ptr, col_ptr, val_ptr, offs_m, offs_b, m_ok, K, NNZB, stride_xm,
+                                 BS, CAST_FP32)
+        else:  # `while`: one block at a time, accepted by every Triton version
+            p = start + pid_k
+            while p < end:
+                acc = _bsr_block(acc, p, x_ptr, col_ptr, val_ptr, offs_m, offs_b, m_ok, K, NNZB, stride_xm,
+                                 BS, CAST_FP32)
+                p += SPLIT_K
 
         # -- write: the finished tile (+ bias), or an fp32 partial sum for the split-K reduction ------
         offs_n = row * BS + offs_b
@@ -138,6 +154,10 @@ def check_bsr_weight(weight: torch.Tensor, x: torch.Tensor | None = None) -> int
     if bh != bw:
         raise ValueError(f"weight blocks must be square, got {bh}x{bw}; use to_sparse_bsr((b, b))")
     rt.check_block(int(bh), "block size of weight")
+    nnzb = weight.values().shape[0]
+    if weight.col_indices().dtype != torch.int64 and nnzb * bh * bw >= 2**31:
+        raise ValueError("weight has int32 indices but more than 2**31 stored values; rebuild it with int64 "
+                         "indices (torch's default for to_sparse_bsr)")
     if x is not None:
         rt.check_activations(x)
         if weight.device != x.device:
@@ -205,9 +225,9 @@ def bsr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * rows, split_k)
 
-    kernel[grid](x, crow, col, values, bias if bias is not None else x, out,
-                 m, n, k, nnzb, split_k, x.stride(0), n, stride_os,
-                 BS=bs, PARTIAL=split_k > 1, HAS_BIAS=bias is not None and split_k == 1, CAST_FP32=cast)
+    rt.launch(lambda pipeline: kernel[grid](
+        x, crow, col, values, bias if bias is not None else x, out, m, n, k, nnzb, split_k, x.stride(0), n, stride_os,
+        BS=bs, PARTIAL=split_k > 1, HAS_BIAS=bias is not None and split_k == 1, CAST_FP32=cast, PIPELINE=pipeline))
     if split_k == 1:
         return out
     y = out.sum(0)
@@ -261,6 +281,6 @@ def kernel_source() -> str:
     from pathlib import Path
 
     text = Path(__file__).read_text()
-    start = text.index("    @triton.jit")
+    start = text.index("    @triton.jit\n    def _bsr_block")
     end = text.index("    def _cfg")
     return textwrap.dedent(text[start:end]).rstrip() + "\n"

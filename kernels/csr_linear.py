@@ -37,11 +37,25 @@ if rt.HAS_TRITON:
     import triton
     import triton.language as tl
 
+    @triton.jit
+    def _csr_chunk(acc, p, end, xt_ptr, col_ptr, val_ptr, offs_m, m_ok, K, NNZ, stride_xk,
+                   BLOCK_NZ: tl.constexpr):
+        """BLOCK_NZ nonzeros of the row starting at p: gather their inputs, multiply, add."""
+        offs = p + tl.arange(0, BLOCK_NZ)
+        ok = (offs < end) & (offs < NNZ)
+        cols = tl.load(col_ptr + offs, mask=ok, other=0)
+        vals = tl.load(val_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+        # gather: one row of xT (BLOCK_M consecutive tokens) per nonzero
+        xs = tl.load(xt_ptr + cols[:, None].to(tl.int64) * stride_xk + offs_m[None, :],
+                     mask=ok[:, None] & m_ok[None, :] & (cols[:, None] < K), other=0.0)
+        return acc + tl.sum(vals[:, None] * xs.to(tl.float32), axis=0)  # CUDA-core FMAs, no tensor cores
+
     @triton.jit(do_not_specialize=["M", "N", "K", "NNZ"])  # one compiled variant for all shapes
     def _csr_linear_kernel(
         xt_ptr, crow_ptr, col_ptr, val_ptr, order_ptr, bias_ptr, out_ptr,
         M, N, K, NNZ, stride_xk, stride_on,
         BLOCK_M: tl.constexpr, BLOCK_NZ: tl.constexpr, HAS_BIAS: tl.constexpr, CAST_FP32: tl.constexpr,
+        PIPELINE: tl.constexpr,
     ):
         # the launch order is a permutation of rows (natural, or longest rows first)
         row = tl.load(order_ptr + tl.program_id(0))
@@ -50,17 +64,14 @@ if rt.HAS_TRITON:
         start = tl.load(crow_ptr + row)
         end = tl.load(crow_ptr + row + 1)
         acc = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        p = start
-        while p < end:  # data-dependent bound: `while`, not range(), for Triton 3.6
-            offs = p + tl.arange(0, BLOCK_NZ)
-            ok = (offs < end) & (offs < NNZ)
-            cols = tl.load(col_ptr + offs, mask=ok, other=0)
-            vals = tl.load(val_ptr + offs, mask=ok, other=0.0).to(tl.float32)
-            # gather: one row of xT (BLOCK_M consecutive tokens) per nonzero
-            xs = tl.load(xt_ptr + cols[:, None].to(tl.int64) * stride_xk + offs_m[None, :],
-                         mask=ok[:, None] & m_ok[None, :] & (cols[:, None] < K), other=0.0)
-            acc += tl.sum(vals[:, None] * xs.to(tl.float32), axis=0)  # CUDA-core FMAs, no tensor cores
-            p += BLOCK_NZ
+        if PIPELINE:  # `for` over a bound loaded from memory: pipelined (see _runtime.launch)
+            for p in tl.range(start, end, BLOCK_NZ):
+                acc = _csr_chunk(acc, p, end, xt_ptr, col_ptr, val_ptr, offs_m, m_ok, K, NNZ, stride_xk, BLOCK_NZ)
+        else:
+            p = start
+            while p < end:
+                acc = _csr_chunk(acc, p, end, xt_ptr, col_ptr, val_ptr, offs_m, m_ok, K, NNZ, stride_xk, BLOCK_NZ)
+                p += BLOCK_NZ
         if HAS_BIAS:
             acc += tl.load(bias_ptr + row).to(tl.float32)
         # output is yT (N x M): the BLOCK_M results of one row are consecutive
@@ -147,10 +158,10 @@ def csr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     block_m = min(128, rt.next_pow2(m))
     values = weight.values()
     grid = (n, triton.cdiv(m, block_m))
-    _csr_tuned[grid](xt, weight.crow_indices(), weight.col_indices(), values, order,
-                     bias if bias is not None else x, yt, m, n, k, values.numel(), xt.stride(0), yt.stride(0),
-                     BLOCK_M=block_m, HAS_BIAS=bias is not None,
-                     CAST_FP32=rt.interpreting() and x.dtype == torch.bfloat16)
+    rt.launch(lambda pipeline: _csr_tuned[grid](
+        xt, weight.crow_indices(), weight.col_indices(), values, order, bias if bias is not None else x, yt,
+        m, n, k, values.numel(), xt.stride(0), yt.stride(0), BLOCK_M=block_m, HAS_BIAS=bias is not None,
+        CAST_FP32=rt.interpreting() and x.dtype == torch.bfloat16, PIPELINE=pipeline))
     return yt.view(1, n) if m == 1 else yt.t().contiguous()
 
 

@@ -66,8 +66,9 @@ if rt.HAS_TRITON:
         n_ok = offs_n < N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
 
-        chunk = pid_k  # this program's K chunks: pid_k, pid_k + SPLIT_K, ...
-        while chunk * BLOCK_K < K:
+        # this program's K chunks: pid_k, pid_k + SPLIT_K, ... (bounds are arguments, not loaded from
+        # memory, so a `for` loop is fine everywhere, and the compiler pipelines its loads)
+        for chunk in tl.range(pid_k, tl.cdiv(K, BLOCK_K), SPLIT_K):
             offs_k = chunk * BLOCK_K + tl.arange(0, BLOCK_K)  # dense input positions
             k_ok = offs_k < K
             a = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
@@ -88,7 +89,6 @@ if rt.HAS_TRITON:
                 a = a.to(tl.float32)
                 w = w.to(tl.float32)
             acc += tl.dot(a, w.to(a.dtype))
-            chunk += SPLIT_K
 
         mask = m_ok[:, None] & n_ok[None, :]
         if not PARTIAL:

@@ -140,3 +140,32 @@ def test_row_blocks():
     w[:32, 32:64] = 1
     w[32:, :32] = w[32:, 64:] = 1
     assert row_blocks(w.to_sparse_bsr((32, 32))) == {0: [1], 1: [0, 2]}
+
+
+def test_kernel_source_is_the_kernel():
+    from labkit.kernels.bsr_linear import kernel_source
+    src = kernel_source()
+    assert src.startswith("@triton.jit") and "def _bsr_linear_kernel(" in src and "tl.dot(a, w)" in src
+
+
+@pytest.fixture(params=["for", "while"])
+def loop_style(request):
+    """Run a test with both loop styles (the GPU uses `for` unless it fails to compile)."""
+    before = rt.loop_style()
+    rt.set_loop_style(request.param)
+    yield request.param
+    rt.set_loop_style(before)
+
+
+@pytest.mark.parametrize("m", [1, 3, 40])
+def test_both_loop_styles_agree(loop_style, m):
+    gen = torch.Generator().manual_seed(11)
+    w = block_sparse(96, 64, 32, 0.6, gen, empty_rows=1)
+    x = torch.randn(m, 64, generator=gen)
+    assert_close(bsr_linear(x, w.to_sparse_bsr((32, 32)), split_k=2 if m < 16 else None), reference(x, w, None),
+                 torch.float32)
+
+
+def test_loop_style_is_validated():
+    with pytest.raises(ValueError, match="style"):
+        rt.set_loop_style("goto")

@@ -65,3 +65,16 @@ def test_bad_inputs():
         csr_linear(torch.randn(2, 16), w, order="random")
     with pytest.raises(ValueError, match="order"):
         launch_order(w, "shortest")
+
+
+@pytest.mark.parametrize("style", ["for", "while"])
+def test_both_loop_styles_agree(style):
+    before = rt.loop_style()
+    rt.set_loop_style(style)
+    try:
+        gen = torch.Generator().manual_seed(2)
+        w = unstructured(20, 80, 0.3, gen)
+        x = torch.randn(5, 80, generator=gen)
+        assert_close(csr_linear(x, w.to_sparse_csr()), reference(x, w, None), torch.float32)
+    finally:
+        rt.set_loop_style(before)
