@@ -68,8 +68,12 @@ def route_text(model: TinyGPT, corpus: TextCorpus, text: str, layer: int = 0) ->
     bs = model.cfg.block_size
     experts = []
     model.eval()
-    for start in range(0, len(ids), bs):
-        model(ids[start:start + bs][None])
+    n_full = len(ids) // bs
+    chunks = [ids[:n_full * bs].view(n_full, bs)] if n_full else []
+    if len(ids) % bs:
+        chunks.append(ids[n_full * bs:][None])
+    for chunk in chunks:  # all full windows in one batch, then the remainder
+        model(chunk)
         experts += model.moe_layers()[layer].last_routing.experts[:, 0].tolist()
     return experts
 
