@@ -59,3 +59,8 @@ def two_four(n: int, k: int, gen: torch.Generator | None = None, device: str | t
     idx = w.abs().reshape(n, k // 4, 4).topk(2, dim=-1).indices
     mask = torch.zeros(n, k // 4, 4, dtype=torch.bool, device=w.device).scatter_(-1, idx, True)
     return w * mask.reshape(n, k)
+
+
+#: Where kernel tests put their tensors: the GPU when the compiled kernels can run, else the CPU
+#: (the interpreter). The same tests then check the compiled kernels in a GPU session.
+TEST_DEVICE = "cuda" if torch.cuda.is_available() and not rt.interpreting() else "cpu"

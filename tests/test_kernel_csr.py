@@ -4,7 +4,10 @@ import torch
 
 from labkit.kernels import _runtime as rt
 from labkit.kernels.csr_linear import csr_linear, launch_order, row_stats
-from labkit.kernels.testing import CPU_DTYPES, assert_close, reference
+from labkit.kernels.testing import CPU_DTYPES, TEST_DEVICE, assert_close, reference
+
+# the interpreter's `for` over loaded bounds converts 1-element arrays to ints (a numpy deprecation)
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim:DeprecationWarning")
 
 
 def unstructured(n, k, density, gen, dtype=torch.float32):
@@ -18,9 +21,9 @@ def unstructured(n, k, density, gen, dtype=torch.float32):
                                                  (130, 16, 48, 0.1, "natural")])
 def test_csr_matches_float64(m, n, k, density, order, dtype):
     gen = torch.Generator().manual_seed(m + n + k)
-    w = unstructured(n, k, density, gen, dtype)
-    x = torch.randn(m, k, generator=gen).to(dtype)
-    b = torch.randn(n, generator=gen).to(dtype)
+    w = unstructured(n, k, density, gen, dtype).to(TEST_DEVICE)
+    x = torch.randn(m, k, generator=gen).to(TEST_DEVICE, dtype)
+    b = torch.randn(n, generator=gen).to(TEST_DEVICE, dtype)
     assert_close(csr_linear(x, w.to_sparse_csr(), b, order=order), reference(x, w, b), dtype)
 
 

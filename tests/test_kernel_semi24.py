@@ -5,7 +5,7 @@ import torch
 from labkit.kernels import _runtime as rt
 from labkit.kernels.semi24 import bytes_per_weight, pack_24, semi24_linear, unpack_24
 from labkit.prune import nm_mask
-from labkit.kernels.testing import CPU_DTYPES, assert_close, reference
+from labkit.kernels.testing import CPU_DTYPES, TEST_DEVICE, assert_close, reference
 
 
 def sparse24(n, k, gen, dtype=torch.float32):
@@ -42,9 +42,9 @@ def test_byte_math():
                                          (17, 64, 72, None), (70, 130, 136, None)])
 def test_kernel_matches_float64(m, n, k, split, dtype):
     gen = torch.Generator().manual_seed(m + n + k)
-    w = sparse24(n, k, gen, dtype)
-    x = torch.randn(m, k, generator=gen).to(dtype)
-    b = torch.randn(n, generator=gen).to(dtype)
+    w = sparse24(n, k, gen, dtype).to(TEST_DEVICE)
+    x = torch.randn(m, k, generator=gen).to(TEST_DEVICE, dtype)
+    b = torch.randn(n, generator=gen).to(TEST_DEVICE, dtype)
     values, meta = pack_24(w)
     assert_close(semi24_linear(x, values, meta, b, split_k=split), reference(x, w, b), dtype)
 
