@@ -122,6 +122,9 @@ def accuracy_table(sweep: dict, model: str, methods: list[str], finetune: bool) 
             r = _row(rows, m, finetune, t)
             cells.append(f"{100 * r['mean']:>7.1f} ± {100 * r['std']:3.1f}" if r else f"{'-':>13}")
         lines.append(f"{LABELS.get(m, m):<28}" + " ".join(cells))
+    if "structured" in methods or "block" in methods:
+        lines.append("(columns are target sparsities; structured: share of hidden units removed, block: of the layers "
+                     "the block fits; the figures plot the share of all weights removed)")
     return "\n".join(lines)
 
 
@@ -149,16 +152,22 @@ def accuracy_figure(sweep: dict, model: str = "mlp", methods: list[str] | None =
 
 
 def small_dense_table(sweep: dict, model: str = "mlp") -> str:
-    """Large-sparse (global magnitude, fine-tuned) against small-dense at the same nonzero count."""
+    """Large-sparse (global magnitude, fine-tuned) against small-dense with about as many weights as it has nonzeros."""
     rows = summarize(sweep, model)
-    widths = {r["target_sparsity"]: r.get("widths") for r in sweep["runs"] if r["model"] == model and r["method"] == "small_dense"}
-    lines = [f"{'sparsity':>9} {'nonzeros':>9} {'large sparse':>15} {'small dense':>15}  small-dense widths"]
-    for t in sorted(widths):
+    small_runs = [r for r in sweep["runs"] if r["model"] == model and r["method"] == "small_dense"]
+    targets = sorted({r["target_sparsity"] for r in small_runs})
+    lines = [f"{'sparsity':>9} {'sparse nonzeros':>16} {'dense weights':>14} {'large sparse':>14} {'small dense':>14}"
+             f"  {'better':<13} small-dense widths"]
+    for t in targets:
         big, small = _row(rows, "global_magnitude", True, t), _row(rows, "small_dense", True, t)
-        nz = int(np.mean([r["nonzeros"] for r in sweep["runs"] if r["model"] == model and r["method"] == "small_dense"
-                          and r["target_sparsity"] == t]))
-        lines.append(f"{100 * t:>8.0f}% {nz:>9} {100 * big['mean']:>9.1f} ± {100 * big['std']:.1f} "
-                     f"{100 * small['mean']:>9.1f} ± {100 * small['std']:.1f}  {tuple(widths[t])}")
+        sparse_nz = int(np.mean([r["nonzeros"] for r in sweep["runs"] if r["model"] == model
+                                 and r["method"] == "global_magnitude" and r["finetune"] and r["target_sparsity"] == t]))
+        run = next(r for r in small_runs if r["target_sparsity"] == t)
+        # "better" only when the means differ by more than the larger spread
+        gap, spread = big["mean"] - small["mean"], max(big["std"], small["std"])
+        better = "large sparse" if gap > spread else "small dense" if -gap > spread else "within spread"
+        lines.append(f"{100 * t:>8.0f}% {sparse_nz:>16} {run['nonzeros']:>14} {100 * big['mean']:>8.1f} ± {100 * big['std']:.1f}"
+                     f" {100 * small['mean']:>8.1f} ± {100 * small['std']:.1f}  {better:<13} {tuple(run['widths'])}")
     return "\n".join(lines)
 
 
