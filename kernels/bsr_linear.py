@@ -50,7 +50,7 @@ if rt.HAS_TRITON:
     import triton.language as tl
 
     @triton.jit
-    def _bsr_block(acc, p, x_ptr, col_ptr, val_ptr, offs_m, offs_b, m_ok, K, NNZB, stride_xm,
+    def _bsr_block(acc, p, x_ptr, col_ptr, val_ptr, offs_m, offs_b, offs_nb, m_ok, K, NNZB, stride_xm,
                    BS: tl.constexpr, CAST_FP32: tl.constexpr):
         """One kept block: load its x slice and the block, and accumulate their product."""
         col = tl.load(col_ptr + p)
@@ -59,8 +59,8 @@ if rt.HAS_TRITON:
         # weight whose K was padded up to a block multiple.
         a = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
                     mask=m_ok[:, None] & (k[None, :] < K), other=0.0)
-        # the kept block, read transposed (BS inputs x BS outputs) so that y = x @ W.T
-        w = tl.load(val_ptr + p * (BS * BS) + offs_b[None, :] * BS + offs_b[:, None],  # p: int64 index
+        # the kept block's rows offs_nb, read transposed (BS inputs x BLOCK_N outputs): y = x @ W.T
+        w = tl.load(val_ptr + p * (BS * BS) + offs_nb[None, :] * BS + offs_b[:, None],  # p: int64 index
                     mask=(p < NNZB), other=0.0)
         if CAST_FP32:  # the interpreter computes bf16 wrongly: do it in fp32 there
             a = a.to(tl.float32)
@@ -73,41 +73,45 @@ if rt.HAS_TRITON:
     def _bsr_linear_kernel(
         x_ptr, crow_ptr, col_ptr, val_ptr, bias_ptr, out_ptr,
         M, N, K, NNZB, SPLIT_K, stride_xm, stride_om, stride_os,
-        BS: tl.constexpr, BLOCK_M: tl.constexpr, GROUP_M: tl.constexpr, PARTIAL: tl.constexpr,
-        HAS_BIAS: tl.constexpr, CAST_FP32: tl.constexpr, PIPELINE: tl.constexpr,
+        BS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
+        PARTIAL: tl.constexpr, HAS_BIAS: tl.constexpr, CAST_FP32: tl.constexpr, PIPELINE: tl.constexpr,
     ):
-        # -- which tile am I? Grouped order: GROUP_M token tiles share each block row in turn --------
+        # -- which tile am I? Grouped order: GROUP_M token tiles share each output tile in turn -------
+        # An output tile is BLOCK_N of a block row's BS features (BLOCK_N = BS, except for decode,
+        # where splitting a block row into BS // BLOCK_N tiles gives more programs).
         pid = tl.program_id(0)
         pid_k = tl.program_id(1)  # which slice of the row's kept blocks (split-K); 0 when SPLIT_K == 1
         num_m = tl.cdiv(M, BLOCK_M)
-        num_rows = tl.cdiv(N, BS)
-        in_group = GROUP_M * num_rows
+        num_n = tl.cdiv(N, BS) * (BS // BLOCK_N)
+        in_group = GROUP_M * num_n
         first_m = (pid // in_group) * GROUP_M
         group_size = tl.minimum(num_m - first_m, GROUP_M)
         pid_m = first_m + (pid % in_group) % group_size
-        row = (pid % in_group) // group_size
+        pid_n = (pid % in_group) // group_size
+        row = pid_n // (BS // BLOCK_N)  # the block row this tile belongs to
 
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_b = tl.arange(0, BS)  # position inside a block, used along K and along N
+        offs_b = tl.arange(0, BS)  # position inside a block along K
+        offs_nb = (pid_n % (BS // BLOCK_N)) * BLOCK_N + tl.arange(0, BLOCK_N)  # ... and along N
         m_ok = offs_m < M
 
         # -- walk this block row's kept blocks: p = start + pid_k, start + pid_k + SPLIT_K, ... -------
         start = tl.load(crow_ptr + row)
         end = tl.load(crow_ptr + row + 1)
-        acc = tl.zeros((BLOCK_M, BS), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         if PIPELINE:  # `for`: the compiler loads the next blocks while this one's tl.dot runs
             for p in tl.range(start + pid_k, end, SPLIT_K):
-                acc = _bsr_block(acc, p, x_ptr, col_ptr, val_ptr, offs_m, offs_b, m_ok, K, NNZB, stride_xm,
+                acc = _bsr_block(acc, p, x_ptr, col_ptr, val_ptr, offs_m, offs_b, offs_nb, m_ok, K, NNZB, stride_xm,
                                  BS, CAST_FP32)
         else:  # `while`: one block at a time, accepted by every Triton version
             p = start + pid_k
             while p < end:
-                acc = _bsr_block(acc, p, x_ptr, col_ptr, val_ptr, offs_m, offs_b, m_ok, K, NNZB, stride_xm,
+                acc = _bsr_block(acc, p, x_ptr, col_ptr, val_ptr, offs_m, offs_b, offs_nb, m_ok, K, NNZB, stride_xm,
                                  BS, CAST_FP32)
                 p += SPLIT_K
 
         # -- write: the finished tile (+ bias), or an fp32 partial sum for the split-K reduction ------
-        offs_n = row * BS + offs_b
+        offs_n = row * BS + offs_nb
         mask = m_ok[:, None] & (offs_n[None, :] < N)
         if not PARTIAL:
             if HAS_BIAS:
@@ -206,11 +210,16 @@ def bsr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     rows = weight.shape[0] // bs
     cast = rt.interpreting() and x.dtype == torch.bfloat16
 
+    block_n = bs
     if m <= DECODE_MAX_TOKENS:
+        # Aim for two programs per SM. First split block rows into narrower output tiles (no
+        # extra work, no reduction); only if that is not enough, split each row's blocks (split-K).
+        want = 2 * rt.num_sms(x.device)
+        while block_n > 16 and rows * (bs // block_n) < want:
+            block_n //= 2
         if split_k is None:
-            # enough programs for two per SM, but at least ~4 blocks of work per program
-            avg = max(1, nnzb // max(1, rows))
-            split_k = max(1, min(16, -(-2 * rt.num_sms(x.device) // rows), avg // 4))
+            avg = max(1, nnzb // max(1, rows))  # blocks per row: keep >= 4 per program
+            split_k = max(1, min(16, -(-want // (rows * (bs // block_n))), avg // 4))
         kernel = _decode
     else:
         split_k = split_k or 1
@@ -223,11 +232,11 @@ def bsr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
         stride_os = out.stride(0)
 
     def grid(meta):
-        return (triton.cdiv(m, meta["BLOCK_M"]) * rows, split_k)
+        return (triton.cdiv(m, meta["BLOCK_M"]) * rows * (bs // block_n), split_k)
 
     rt.launch(lambda pipeline: kernel[grid](
         x, crow, col, values, bias if bias is not None else x, out, m, n, k, nnzb, split_k, x.stride(0), n, stride_os,
-        BS=bs, PARTIAL=split_k > 1, HAS_BIAS=bias is not None and split_k == 1, CAST_FP32=cast, PIPELINE=pipeline))
+        BS=bs, BLOCK_N=block_n, PARTIAL=split_k > 1, HAS_BIAS=bias is not None and split_k == 1, CAST_FP32=cast, PIPELINE=pipeline))
     if split_k == 1:
         return out
     y = out.sum(0)

@@ -73,18 +73,21 @@ if rt.HAS_TRITON:
             k_ok = offs_k < K
             a = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                         mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-            # Rebuild the dense (BLOCK_K x BLOCK_N) tile of W.T from the packed weight.
-            group = offs_k // 4  # which group of 4 each input position belongs to
-            pos = offs_k % 4  # its position inside the group
-            wmask = k_ok[:, None] & n_ok[None, :]
-            v_ptr = val_ptr + offs_n[None, :] * stride_vn + 2 * group[:, None]
-            v0 = tl.load(v_ptr, mask=wmask, other=0.0)  # the group's first kept value
-            v1 = tl.load(v_ptr + 1, mask=wmask, other=0.0)  # and its second
-            byte = tl.load(meta_ptr + offs_n[None, :] * stride_mn + (offs_k // 8)[:, None], mask=wmask, other=0)
-            nibble = (byte.to(tl.int32) >> (4 * (group % 2))[:, None]) & 0xF
-            i0 = nibble & 3
-            i1 = nibble >> 2
-            w = tl.where(i0 == pos[:, None], v0, tl.where(i1 == pos[:, None], v1, 0.0))
+            # Rebuild the dense (BLOCK_N x BLOCK_K) tile of W from the packed weight. Both loads are
+            # contiguous rows (vectorized on a GPU); the unpacking happens in registers.
+            offs_v = chunk * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)  # packed value columns
+            offs_b = chunk * (BLOCK_K // 8) + tl.arange(0, BLOCK_K // 8)  # meta byte columns
+            vals = tl.load(val_ptr + offs_n[:, None] * stride_vn + offs_v[None, :],
+                           mask=n_ok[:, None] & (offs_v[None, :] < K // 2), other=0.0)
+            byte = tl.load(meta_ptr + offs_n[:, None] * stride_mn + offs_b[None, :],
+                           mask=n_ok[:, None] & (offs_b[None, :] < K // 8), other=0).to(tl.int32)
+            v0, v1 = tl.split(tl.reshape(vals, (BLOCK_N, BLOCK_K // 4, 2)))  # each group's 2 kept values
+            nibble = tl.reshape(tl.join(byte & 0xF, byte >> 4), (BLOCK_N, BLOCK_K // 4))  # one per group
+            i0 = (nibble & 3)[:, :, None]  # the kept positions, 0..3
+            i1 = (nibble >> 2)[:, :, None]
+            pos = tl.arange(0, 4)[None, None, :]
+            w = tl.where(i0 == pos, v0[:, :, None], tl.where(i1 == pos, v1[:, :, None], 0.0))
+            w = tl.trans(tl.reshape(w, (BLOCK_N, BLOCK_K)))  # (BLOCK_K x BLOCK_N) for y = x @ W.T
             if CAST_FP32:  # the interpreter computes bf16 wrongly: do it in fp32 there
                 a = a.to(tl.float32)
                 w = w.to(tl.float32)
@@ -108,10 +111,10 @@ if rt.HAS_TRITON:
     )
     _decode = triton.autotune(
         configs=rt.autotune_configs(
-            [triton.Config({"BLOCK_M": 16, "BLOCK_N": bn, "GROUP_M": 1}, num_warps=w, num_stages=s)
-             for bn, w, s in ((32, 4, 3), (64, 4, 3), (64, 4, 4), (64, 8, 3))],
-            triton.Config({"BLOCK_M": 16, "BLOCK_N": 64, "GROUP_M": 1}, num_warps=4, num_stages=1)),
-        do_bench=rt.autotune_bench, key=["N", "K", "SPLIT_K"],
+            [triton.Config({"BLOCK_M": 16, "GROUP_M": 1}, num_warps=w, num_stages=s)
+             for w, s in ((4, 3), (4, 4), (8, 3), (2, 4))],
+            triton.Config({"BLOCK_M": 16, "GROUP_M": 1}, num_warps=4, num_stages=1)),
+        do_bench=rt.autotune_bench, key=["N", "K", "SPLIT_K", "BLOCK_N"],
     )
     _prefill = _prefill(_semi24_linear_kernel)
     _decode = _decode(_semi24_linear_kernel)
@@ -203,10 +206,15 @@ def semi24_linear(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
 
     m = x.shape[0]
     chunks = triton.cdiv(k, BLOCK_K)
+    extra = {}
     if m <= DECODE_MAX_TOKENS:
-        if split_k is None:  # about two programs per SM, each with >= 4 chunks of K
-            split_k = max(1, min(16, -(-2 * rt.num_sms(x.device) // triton.cdiv(n, 64)), chunks // 4))
-        kernel = _decode
+        # about two programs per SM: narrower output tiles first, then split-K (>= 4 K chunks each)
+        want, block_n = 2 * rt.num_sms(x.device), 64
+        while block_n > 16 and triton.cdiv(n, block_n) < want:
+            block_n //= 2
+        if split_k is None:
+            split_k = max(1, min(16, -(-want // triton.cdiv(n, block_n)), chunks // 4))
+        kernel, extra = _decode, {"BLOCK_N": block_n}
     else:
         split_k = split_k or 1
         kernel = _prefill
@@ -224,7 +232,7 @@ def semi24_linear(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
     kernel[grid](x, values, meta, bias if bias is not None else x, out,
                  m, n, k, split_k, x.stride(0), values.stride(0), meta.stride(0), n, stride_os,
                  BLOCK_K=BLOCK_K, PARTIAL=split_k > 1, HAS_BIAS=bias is not None and split_k == 1,
-                 CAST_FP32=rt.interpreting() and x.dtype == torch.bfloat16)
+                 CAST_FP32=rt.interpreting() and x.dtype == torch.bfloat16, **extra)
     if split_k == 1:
         return out
     y = out.sum(0)

@@ -7,6 +7,9 @@ from labkit.kernels.semi24 import bytes_per_weight, pack_24, semi24_linear, unpa
 from labkit.prune import nm_mask
 from labkit.kernels.testing import CPU_DTYPES, TEST_DEVICE, assert_close, reference
 
+# the interpreter converts 1-element arrays in `for` bounds to ints (a numpy deprecation)
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim:DeprecationWarning")
+
 
 def sparse24(n, k, gen, dtype=torch.float32):
     w = torch.randn(n, k, generator=gen)
