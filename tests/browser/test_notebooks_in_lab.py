@@ -4,7 +4,8 @@ nbval checks a notebook's outputs as data; it cannot see a widget that shows "Er
 a plot that stays blank. For each notebooks/NN_*.ipynb (collected automatically) this test opens it in
 JupyterLab, clears the stored outputs, runs it cell by cell and checks:
 
-- no cell produced an error output (stderr warnings are fine; cells marked NBVAL_RAISES_EXCEPTION may raise);
+- no cell produced an error output (stderr warnings are fine; cells marked NBVAL_RAISES_EXCEPTION may raise;
+  cells marked NBVAL_SKIP are not run, as under nbval);
 - no "Error displaying widget" anywhere in the page;
 - every plotly figure rendered: as many drawn ``.js-plotly-plot`` elements as the run produced plotly outputs
   plus FigureWidgets;
@@ -97,16 +98,17 @@ CONTROLS = {  # ipywidgets 8 DOM: what a learner can move, per kind of control
 }
 
 
-def allowed_errors(nb) -> set[int]:
-    """Indices of cells meant to raise (nbval's NBVAL_RAISES_EXCEPTION marker or tag)."""
-    allowed = set()
+def marked(nb, marker: str) -> set[int]:
+    """Indices of cells carrying an nbval marker, as a comment line (``# NBVAL_SKIP``) or a tag."""
+    tag = marker.lower().replace("_", "-")
+    found = set()
     for i, cell in enumerate(nb.cells):
-        marked = any(line.strip().lstrip("#").strip() == "NBVAL_RAISES_EXCEPTION"
-                     for line in cell.source.splitlines())
+        in_source = any(line.strip().startswith("#") and line.strip().lstrip("#").strip() == marker
+                        for line in cell.source.splitlines())
         tags = set(cell.metadata.get("tags", []))
-        if marked or tags & {"nbval-raises-exception", "raises-exception"}:
-            allowed.add(i)
-    return allowed
+        if in_source or tag in tags or (marker == "NBVAL_RAISES_EXCEPTION" and "raises-exception" in tags):
+            found.add(i)
+    return found
 
 
 def open_notebook(page, server, name: str) -> None:
@@ -121,12 +123,15 @@ def open_notebook(page, server, name: str) -> None:
     page.wait_for_function(KERNEL_IDLE, timeout=RENDER_TIMEOUT_MS)
 
 
-def run_cell_by_cell(page) -> list[float]:
-    """Run every cell in order, waiting for each to finish; return each cell's seconds."""
+def run_cell_by_cell(page, skip: set[int]) -> list[float]:
+    """Run every cell in order (but those in ``skip``), waiting for each to finish; return their seconds."""
     page.evaluate(f"() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
     n = page.evaluate(f"() => {CURRENT}.content.widgets.length")
     seconds = []
     for i in range(n):
+        if i in skip:
+            seconds.append(0.0)
+            continue
         start = time.perf_counter()
         page.evaluate(RUN_CELL, i)
         page.wait_for_function("() => window.__labRun.done", timeout=CELL_TIMEOUT_MS, polling=100)
@@ -208,12 +213,12 @@ def test_notebook_runs_and_renders_in_jupyterlab(path: Path, lab_server, browser
     try:
         start = time.perf_counter()
         open_notebook(page, lab_server, path.name)
-        cell_seconds = run_cell_by_cell(page)
+        cell_seconds = run_cell_by_cell(page, skip=marked(nb, "NBVAL_SKIP"))  # what nbval skips, too
         summary["run_s"] = round(time.perf_counter() - start, 1)
         summary["slowest_cells"] = sorted(((round(s, 1), i) for i, s in enumerate(cell_seconds)), reverse=True)[:5]
 
         run = page.evaluate(RUN_SUMMARY)
-        unexpected = [e for e in run["errors"] if e["cell"] not in allowed_errors(nb)]
+        unexpected = [e for e in run["errors"] if e["cell"] not in marked(nb, "NBVAL_RAISES_EXCEPTION")]
         assert not unexpected, f"{path.name}: error outputs in JupyterLab: {unexpected}"
 
         expected_plots = run["plotly"] + run["figureWidgets"]
