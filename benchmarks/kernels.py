@@ -19,7 +19,7 @@ Each row has exactly: ``kernel, M, N, K, dtype, density, block, ms, dense_ms, ba
 speedup_vs_dense, speedup_vs_baseline``. The file also records the GPU name, torch and triton
 versions and the date; ``bandwidth`` (decode rows' achieved bytes/s against a measured device copy);
 ``energy`` (NVML joules of dense against BSR at density 0.1, when NVML is available); the SparseLinear
-``auto_plans``; and any ``errors``. Baselines get their operand in the layout they want
+``auto_plans``; the issue's ``targets``, each met / missed with its measured ratio; and any ``errors``. Baselines get their operand in the layout they want
 (``x.T`` contiguous) outside the timed region, which favours them slightly.
 
 Without a GPU, ``--smoke`` runs the same code end to end under the Triton interpreter at a tiny
@@ -246,6 +246,39 @@ def energy(run: Run) -> None:
             run.errors.append(f"energy {name}: {type(e).__name__}: {str(e)[:200]}")
 
 
+#: The issue's targets on an H200 (8192x8192 weight, 64x64 blocks, bf16 unless said), as
+#: (name, row filter, column, minimum).
+TARGETS = [
+    ("BSR d=0.1 M=8192 >= 7x dense", dict(kernel="bsr", density=0.1, M=8192, block=64), "speedup_vs_dense", 7.0),
+    ("BSR d=0.5 M=8192 >= 1.7x dense", dict(kernel="bsr", density=0.5, M=8192, block=64), "speedup_vs_dense", 1.7),
+    ("BSR d=0.05 M=8192 >= 12x dense", dict(kernel="bsr", density=0.05, M=8192, block=64), "speedup_vs_dense", 12.0),
+    ("BSR decode d=0.1 M=16 >= 4x dense", dict(kernel="bsr", density=0.1, M=16, block=64), "speedup_vs_dense", 4.0),
+    ("2:4 M=1 >= 1.4x dense", dict(kernel="2:4", M=1), "speedup_vs_dense", 1.4),
+    ("2:4 M=16 >= 1.4x dense", dict(kernel="2:4", M=16), "speedup_vs_dense", 1.4),
+    ("CSR fp16 d=0.05 M=1024 >= cuSPARSE", dict(kernel="csr", density=0.05, M=1024, dtype="float16"),
+     "speedup_vs_baseline", 1.0),
+]
+
+
+def check_targets(rows: list[dict], n: int = 8192, k: int = 8192) -> list[dict]:
+    """Each target: met / missed with the measured ratio, or missing when the run has no such row.
+
+    Also "SparseLinear auto never more than 5% slower than dense", over every auto row.
+    """
+    out = []
+    for name, want, col, minimum in TARGETS:
+        sel = [r for r in rows if r["N"] == n and r["K"] == k and r["dtype"] == want.get("dtype", "bfloat16")
+               and all(r[key] == v for key, v in want.items() if key != "dtype")]
+        value = sel[0][col] if sel else None
+        out.append(dict(target=name, value=value,
+                        status="missing" if value is None else "met" if value >= minimum else "missed"))
+    auto = [r["speedup_vs_dense"] for r in rows if r["kernel"] == "auto"]
+    worst = min((v for v in auto if v is not None), default=None)
+    out.append(dict(target="SparseLinear auto never < 0.95x dense", value=worst,
+                    status="missing" if worst is None else "met" if worst >= 1 / 1.05 else "missed"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes; runs under the Triton interpreter on a CPU")
@@ -277,11 +310,15 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_energy and not args.smoke:
         energy(run)
 
+    targets = check_targets(run.rows)
+    log("\nTARGETS (8192x8192, bf16, 64x64 blocks unless said)")
+    for t in targets:
+        log(f"  {t['status']:7} {t['target']:40} measured {t['value']}")
     result = dict(gpu=gpu, torch=torch.__version__, triton=triton_version,
                   date=dt.date.today().isoformat(), smoke=args.smoke, columns=list(COLUMNS),
                   copy_GB_per_s=round(copy_gbps, 1), complete=run.skipped == 0, skipped_cases=run.skipped,
                   seconds=round(time.time() - run.t0, 1), rows=run.rows, bandwidth=run.bandwidth,
-                  energy=run.energy, auto_plans=run.auto_plans, errors=run.errors)
+                  energy=run.energy, auto_plans=run.auto_plans, targets=targets, errors=run.errors)
     out = args.out or (None if args.smoke else RESULTS / f"{results_name(gpu)}.json")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -60,3 +60,15 @@ def test_full_run_without_gpu_says_what_to_do():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernels.py")], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert proc.returncode != 0 and "--smoke" in proc.stderr
+
+
+def test_targets_are_judged_from_rows():
+    bench = _load()
+    rows = [bench.row("bsr", 8192, 8192, 8192, "bfloat16", 0.1, 64, 1.0, 8.0),
+            bench.row("bsr", 16, 8192, 8192, "bfloat16", 0.1, 64, 1.0, 3.0),
+            bench.row("auto", 16, 8192, 8192, "bfloat16", 0.1, 64, 1.0, 0.97)]
+    status = {t["target"]: (t["status"], t["value"]) for t in bench.check_targets(rows)}
+    assert status["BSR d=0.1 M=8192 >= 7x dense"] == ("met", 8.0)
+    assert status["BSR decode d=0.1 M=16 >= 4x dense"] == ("missed", 3.0)
+    assert status["2:4 M=1 >= 1.4x dense"] == ("missing", None)
+    assert status["SparseLinear auto never < 0.95x dense"] == ("met", 0.97)
