@@ -53,11 +53,6 @@ def chromium_executable() -> str | None:
     return next((c for c in CHROMIUM_CANDIDATES if os.access(c, os.X_OK)), None)
 
 
-def notebook_paths() -> list[Path]:
-    """Every notebook of the lab (notebooks/NN_*.ipynb), found when the tests are collected."""
-    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket() as s:

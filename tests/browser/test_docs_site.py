@@ -15,10 +15,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import ROOT, notebook_paths
-
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import build_docs  # noqa: E402
+
+
+def notebook_paths() -> list[Path]:
+    return build_docs.notebook_paths(ROOT / "notebooks")
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
