@@ -87,15 +87,18 @@ def launch(fn) -> None:
         return
     try:
         fn(True)
-    except Exception as e:  # noqa: BLE001  (compile errors have several types across Triton versions)
-        if interpreting() or "compil" not in type(e).__name__.lower() + str(e).lower():
+    except Exception as first:  # noqa: BLE001  (compile errors have several types across Triton versions)
+        if interpreting():
             raise
+        try:
+            fn(False)
+        except Exception:  # noqa: BLE001
+            raise first from None  # not a loop-style problem: report the original error
         import warnings
 
-        warnings.warn(f"the pipelined `for` loop did not compile here ({type(e).__name__}); "
+        warnings.warn(f"the pipelined `for` loop failed here ({type(first).__name__}: {str(first)[:200]}); "
                       "using the `while` loop from now on (slower)")
         _loop["style"] = "while"
-        fn(False)
 
 
 def num_sms(device: torch.device) -> int:

@@ -172,3 +172,26 @@ def test_both_loop_styles_agree(loop_style, m):
 def test_loop_style_is_validated():
     with pytest.raises(ValueError, match="style"):
         rt.set_loop_style("goto")
+
+
+def test_launch_falls_back_to_while_only_on_a_gpu(monkeypatch):
+    calls = []
+
+    def fn(pipeline):
+        calls.append(pipeline)
+        if pipeline:
+            raise RuntimeError("PassManager::run failed")
+
+    before = rt.loop_style()
+    try:
+        rt.set_loop_style("for")
+        monkeypatch.setattr(rt, "interpreting", lambda: False)
+        with pytest.warns(UserWarning, match="while"):
+            rt.launch(fn)
+        assert calls == [True, False] and rt.loop_style() == "while"
+        rt.set_loop_style("for")
+        monkeypatch.setattr(rt, "interpreting", lambda: True)
+        with pytest.raises(RuntimeError, match="PassManager"):
+            rt.launch(fn)  # under the interpreter an error is a real error
+    finally:
+        rt.set_loop_style(before)
