@@ -99,7 +99,8 @@ def crossover(rows: Sequence[dict], key: str = "csr_ms", margin: float = 0.1) ->
     _check_rows(rows, key)
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
         raise ValueError(f"margin must be a fraction in [0, 1) such as 0.1 (10% faster), got {margin!r}")
-    ordered = sorted(rows, key=lambda r: r["sparsity"])
+    # Sparsity 0 is the baseline itself (the "structured" layer is the dense one), never a crossover.
+    ordered = sorted((r for r in rows if r["sparsity"] > 0), key=lambda r: r["sparsity"])
     found = None
     for r in reversed(ordered):
         if r[key] < (1.0 - margin) * r["dense_ms"]:

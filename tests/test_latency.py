@@ -30,6 +30,7 @@ def test_crossover_needs_to_stay_faster_by_a_margin():
     assert latency.crossover([_row(0.5, 1.0, 0.95)]) is None  # 5% faster is within the 10% margin
     assert latency.crossover([_row(0.5, 1.0, 0.95)], margin=0.0) == 0.5
     assert latency.crossover(rows, key="masked_ms") is None
+    assert latency.crossover([_row(0.0, 1.0, 0.5), _row(0.5, 1.0, 0.5)]) == 0.5  # sparsity 0 is the baseline
 
 
 @pytest.mark.parametrize("kwargs, match", [
