@@ -48,7 +48,8 @@ if rt.HAS_TRITON:
         # gather: one row of xT (BLOCK_M consecutive tokens) per nonzero
         xs = tl.load(xt_ptr + cols[:, None].to(tl.int64) * stride_xk + offs_m[None, :],
                      mask=ok[:, None] & m_ok[None, :] & (cols[:, None] < K), other=0.0)
-        return acc + tl.sum(vals[:, None] * xs.to(tl.float32), axis=0)  # CUDA-core FMAs, no tensor cores
+        # CUDA-core FMAs, no tensor cores; summed over the nonzeros only once, after the loop
+        return acc + vals[:, None] * xs.to(tl.float32)
 
     @triton.jit(do_not_specialize=["M", "N", "K", "NNZ"])  # one compiled variant for all shapes
     def _csr_linear_kernel(
@@ -63,7 +64,7 @@ if rt.HAS_TRITON:
         m_ok = offs_m < M
         start = tl.load(crow_ptr + row)
         end = tl.load(crow_ptr + row + 1)
-        acc = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_NZ, BLOCK_M), dtype=tl.float32)  # one partial sum per lane of nonzeros
         if PIPELINE:  # `for` over a bound loaded from memory: pipelined (see _runtime.launch)
             for p in tl.range(start, end, BLOCK_NZ):
                 acc = _csr_chunk(acc, p, end, xt_ptr, col_ptr, val_ptr, offs_m, m_ok, K, NNZ, stride_xk, BLOCK_NZ)
@@ -72,14 +73,15 @@ if rt.HAS_TRITON:
             while p < end:
                 acc = _csr_chunk(acc, p, end, xt_ptr, col_ptr, val_ptr, offs_m, m_ok, K, NNZ, stride_xk, BLOCK_NZ)
                 p += BLOCK_NZ
+        y = tl.sum(acc, axis=0)  # reduce across the BLOCK_NZ lanes once, not in every iteration
         if HAS_BIAS:
-            acc += tl.load(bias_ptr + row).to(tl.float32)
+            y += tl.load(bias_ptr + row).to(tl.float32)
         # output is yT (N x M): the BLOCK_M results of one row are consecutive
-        tl.store(out_ptr + row.to(tl.int64) * stride_on + offs_m, acc.to(out_ptr.dtype.element_ty), mask=m_ok)
+        tl.store(out_ptr + row.to(tl.int64) * stride_on + offs_m, y.to(out_ptr.dtype.element_ty), mask=m_ok)
 
     _csr_tuned = triton.autotune(
         configs=rt.autotune_configs(
-            [triton.Config({"BLOCK_NZ": nz}, num_warps=w, num_stages=2) for nz, w in ((32, 4), (64, 4))],
+            [triton.Config({"BLOCK_NZ": nz}, num_warps=w, num_stages=2) for nz, w in ((32, 4), (64, 4), (64, 8))],
             triton.Config({"BLOCK_NZ": 32}, num_warps=4, num_stages=1)),
         do_bench=rt.autotune_bench, key=["M", "N", "K", "NNZ", "BLOCK_M"],
     )(_csr_linear_kernel)
