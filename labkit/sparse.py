@@ -203,12 +203,16 @@ class SparseLinear(nn.Module):
         path = gpu_results_path(self.weight.device) if self.weight.is_cuda else None
         if path is None:
             return None
-        rows = [r for r in json.loads(path.read_text())["rows"]
-                if r.get("dtype") == str(self.weight.dtype).replace("torch.", "") and r.get("ms")]
+        return self.plan_from_results(json.loads(path.read_text())["rows"], bucket)
+
+    def plan_from_results(self, rows: list[dict], bucket: int) -> str:
+        """The format the benchmark rows (``benchmarks/kernels.py`` columns) say is fastest for ``bucket``
+        tokens: per candidate, the nearest row by token count, density and weight size; dense unless a
+        format beats it by :data:`MARGIN`."""
+        rows = [r for r in rows if r.get("dtype") == str(self.weight.dtype).replace("torch.", "") and r.get("ms")]
         best, best_speed = "dense", MARGIN
-        for kernel in self._kept + ["2:4-torch"]:
-            if kernel == "dense":
-                continue
+        candidates = [f for f in self._kept if f != "dense"] + (["2:4-torch"] if "2:4" in self._kept else [])
+        for kernel in candidates:
             name = "2:4" if kernel == "2:4-torch" else kernel
             fits = [r for r in rows if r["kernel"] == name and (name != "bsr" or r["block"] == self.block)]
             if not fits:

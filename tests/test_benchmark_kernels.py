@@ -11,6 +11,8 @@ import torch
 from labkit.backend import detect
 
 ROOT = Path(__file__).resolve().parent.parent
+# the interpreter converts 1-element arrays in `for` bounds to ints (a numpy deprecation)
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim:DeprecationWarning")
 
 
 def _load():

@@ -10,6 +10,8 @@ from labkit.kernels import _runtime as rt
 from labkit.sparse import BUCKETS, CSR_MAX_DENSITY, SparseLinear, block_density, detect_block
 
 warnings.filterwarnings("ignore", message="Sparse (BSR|CSR) tensor support is in beta")
+# the interpreter converts 1-element arrays in `for` bounds to ints (a numpy deprecation)
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim:DeprecationWarning")
 
 
 def pruned_linear(kind: str, seed: int = 0, in_f: int = 96, out_f: int = 80, dtype=torch.float32) -> nn.Linear:
@@ -153,3 +155,22 @@ def test_lab_results_figure_from_live_rows_on_cpu():
     assert len(fig.data) == 3 and "test" in fig.layout.title.text
     with pytest.raises(ValueError, match="no bsr rows"):
         sp.lab_results_figure({"gpu": "t", "date": "d", "rows": rows}, block=64)
+
+
+def test_plan_from_benchmark_rows():
+    def r(kernel, m, density, block, ms, dense_ms, baseline_ms=None):
+        return dict(kernel=kernel, M=m, N=96, K=96, dtype="float32", density=density, block=block, ms=ms,
+                    dense_ms=dense_ms, baseline=None, baseline_ms=baseline_ms, speedup_vs_dense=dense_ms / ms,
+                    speedup_vs_baseline=None)
+
+    torch.manual_seed(0)
+    w = torch.randn(192, 192)
+    w = w * prune.block_mask(w, 0.92, 32)  # 3 of 36 tiles kept
+    layer = SparseLinear(w)
+    assert layer._kept == ["dense", "csr", "bsr"] and layer.block == 32
+    rows = [r("bsr", 1, 0.1, 32, 1.0, 5.0), r("bsr", 8192, 0.1, 32, 1.0, 1.02), r("csr", 8192, 0.1, None, 0.5, 1.0),
+            r("bsr", 1, 0.1, 64, 0.1, 5.0), r("2:4", 1, 0.5, None, 0.01, 5.0, 0.001)]
+    assert layer.plan_from_results(rows, 1) == "bsr"  # 5x; the 64-block row does not match this layer
+    assert layer.plan_from_results(rows, 8192) == "csr"  # bsr only 1.02x (< MARGIN), csr 2x
+    assert layer.plan_from_results(rows, 16) == "bsr"  # nearest token count is 1
+    assert layer.plan_from_results([], 16) == "dense"  # nothing measured: dense
