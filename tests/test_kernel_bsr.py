@@ -195,3 +195,18 @@ def test_launch_falls_back_to_while_only_on_a_gpu(monkeypatch):
             rt.launch(fn)  # under the interpreter an error is a real error
     finally:
         rt.set_loop_style(before)
+
+
+def test_without_triton_every_launcher_uses_its_torch_reference(monkeypatch):
+    from labkit.kernels.csr_linear import csr_linear
+    from labkit.kernels.semi24 import pack_24, semi24_linear
+    from labkit.kernels.testing import two_four
+
+    monkeypatch.setattr(rt, "HAS_TRITON", False)
+    gen = torch.Generator().manual_seed(4)
+    w = block_sparse(64, 64, 32, 0.5, gen)
+    x = torch.randn(3, 64, generator=gen)
+    assert_close(bsr_linear(x, w.to_sparse_bsr((32, 32))), reference(x, w), torch.float32)
+    assert_close(csr_linear(x, w.to_sparse_csr()), reference(x, w), torch.float32)
+    w24 = two_four(64, 64, gen)
+    assert_close(semi24_linear(x, *pack_24(w24)), reference(x, w24), torch.float32)
