@@ -48,7 +48,7 @@ def train_sweep(seeds: list[int], steps: int) -> dict:
     rows = []
     for seed in seeds:
         for name, cfg in model_configs(corpus.vocab_size, seed, steps).items():
-            result = tg.train(cfg, corpus)
+            result = tg.train(cfg, corpus, progress=True)
             s = tg.summary(result, corpus)
             s.update(model=name, seed=seed, steps=steps,
                      tokens_per_s=round(tg.tokens_per_second(result.model(), corpus), 1))

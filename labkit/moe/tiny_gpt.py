@@ -173,12 +173,12 @@ def train_threads():
         torch.set_num_threads(threads)
 
 
-def _train(cfg: GPTConfig, corpus: TextCorpus, log_every: int) -> TrainResult:
+def _train(cfg: GPTConfig, corpus: TextCorpus, log_every: int, progress: bool) -> TrainResult:
     with train_threads():
-        return _train_loop(cfg, corpus, log_every)
+        return _train_loop(cfg, corpus, log_every, progress)
 
 
-def _train_loop(cfg: GPTConfig, corpus: TextCorpus, log_every: int) -> TrainResult:
+def _train_loop(cfg: GPTConfig, corpus: TextCorpus, log_every: int, progress: bool) -> TrainResult:
     torch.manual_seed(cfg.seed)
     model = TinyGPT(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -186,7 +186,9 @@ def _train_loop(cfg: GPTConfig, corpus: TextCorpus, log_every: int) -> TrainResu
     losses, loads = [], []
     from tqdm.auto import tqdm
 
-    for step in tqdm(range(cfg.steps), desc=f"train {cfg.ffn}", leave=False):
+    # Off by default: a bar that appears only when the cache is cold would change a notebook's outputs
+    # between runs. Notebooks show one bar over the models instead, present whether they train or load.
+    for step in tqdm(range(cfg.steps), desc=f"train {cfg.ffn}", leave=False, disable=not progress):
         x, y = corpus.batch("train", cfg.batch_size, cfg.block_size, g)
         _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
@@ -200,10 +202,12 @@ def _train_loop(cfg: GPTConfig, corpus: TextCorpus, log_every: int) -> TrainResu
                        evaluate(model, corpus), loads, log_every)
 
 
-def train(cfg: GPTConfig, corpus: TextCorpus, log_every: int = 10, use_cache: bool = True) -> TrainResult:
+def train(cfg: GPTConfig, corpus: TextCorpus, log_every: int = 10, use_cache: bool = True,
+          progress: bool = False) -> TrainResult:
     """Train a :class:`TinyGPT` on ``corpus`` (AdamW, seeded batches), cached on disk by config.
 
-    The first call trains (seconds to a minute on a CPU); later calls with the same config load the
+    ``progress`` shows a bar over the training steps. The first call trains (seconds to a minute on a
+    CPU); later calls with the same config load the
     weights. Training runs on one thread (see ``TRAIN_THREADS``), so it is deterministic on any machine with the same
     torch build.
     """
@@ -216,9 +220,9 @@ def train(cfg: GPTConfig, corpus: TextCorpus, log_every: int = 10, use_cache: bo
     if not isinstance(log_every, int) or log_every < 1:
         raise ValueError(f"log_every must be a positive int, got {log_every!r}")
     if not use_cache:
-        return _train(cfg, corpus, log_every)
+        return _train(cfg, corpus, log_every, progress)
     key = {**asdict(cfg), "log_every": log_every, "corpus_chars": len(corpus.text), "threads": TRAIN_THREADS}
-    return cached("tiny_gpt", CACHE_VERSION, key, lambda: _train(cfg, corpus, log_every))
+    return cached("tiny_gpt", CACHE_VERSION, key, lambda: _train(cfg, corpus, log_every, progress))
 
 
 def flops_per_token(model: TinyGPT, corpus: TextCorpus, batch_size: int = 4) -> float:
