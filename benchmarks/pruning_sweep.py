@@ -47,7 +47,9 @@ CONFIG = {
     "nm_patterns": [[2, 4], [1, 4], [2, 8], [1, 8]],
     "block": {"mlp": 4, "cnn": 2},  # the CNN's classifier has 10 rows: 4 does not divide them
     "dense": {"epochs": train.DEFAULT_EPOCHS, "lr": train.DEFAULT_LR},
-    "finetune": {"schedule": "gradual", "epochs": 15, "prune_epochs": 10, "lr": 1e-3, "updates_per_epoch": 2},
+    # Chosen on *validation* accuracy (mean of 3 seeds, global magnitude at 90%) among four recipes:
+    # 15 or 30 epochs, lr 1e-3 or 3e-3, pruning over the first half or two thirds.
+    "finetune": {"schedule": "gradual", "epochs": 30, "prune_epochs": 15, "lr": 3e-3, "updates_per_epoch": 2},
     "small_dense_sparsities": [0.9, 0.95, 0.98],
     "lottery": {"sparsities": [0.9, 0.98], "rewind_epoch": 1, "method": "global_magnitude"},
     "explorer": {"model": "mlp", "seed": 0},  # whose fine-tuned masks are stored for the explorer
