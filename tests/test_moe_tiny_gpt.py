@@ -63,3 +63,31 @@ def test_bad_config_and_arguments(corpus):
         tg.train(_tiny(corpus), "text")
     with pytest.raises(ValueError, match="idx"):
         tg.TinyGPT(_tiny(corpus))(torch.zeros(2, 40, dtype=torch.long))
+
+
+def test_layer_inputs_feed_the_moe_layer(corpus):
+    model = tg.TinyGPT(_tiny(corpus, ffn="moe", n_experts=4)).eval()
+    idx = corpus.val[:32].view(2, 16)
+    h = tg.layer_inputs(model, idx, layer=0)
+    assert h.shape == (32, 16)
+    layer = model.moe_layers()[0]
+    with torch.no_grad():
+        y = layer(h)
+    assert y.shape == h.shape and layer.last_stats.tokens == 32
+    with pytest.raises(ValueError, match="layer"):
+        tg.layer_inputs(model, idx, layer=1)
+
+
+def test_lab_models_and_throughput(corpus):
+    cfgs = tg.lab_models(corpus.vocab_size, steps=5)
+    assert len(cfgs) == 4
+    nobal = cfgs["MoE without balancing loss"]
+    assert nobal.balance_weight == 0.0 and nobal.z_weight == 0.0 and nobal.ffn == "moe"
+    model = tg.TinyGPT(_tiny(corpus))
+    assert tg.tokens_per_second(model, corpus, steps=1, batch_size=2, warmup=1) > 0
+    with pytest.raises(ValueError, match="steps"):
+        tg.tokens_per_second(model, corpus, steps=0)
+    with pytest.raises(TypeError, match="TinyGPT"):
+        tg.flops_per_token(torch.nn.Linear(2, 2), corpus)
+    with pytest.raises(TypeError, match="TrainResult"):
+        tg.summary(model, corpus)

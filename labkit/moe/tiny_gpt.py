@@ -148,9 +148,15 @@ class TrainResult:
         return model.eval()
 
 
+def _check_model(model: object) -> None:
+    if not isinstance(model, TinyGPT):
+        raise TypeError(f"model must be a labkit.moe.tiny_gpt.TinyGPT (e.g. train(...).model()), got {type(model).__name__}")
+
+
 @torch.no_grad()
 def evaluate(model: TinyGPT, corpus: TextCorpus, batches: int = 8, batch_size: int = 32, seed: int = 1234) -> float:
     """Mean validation cross-entropy (nats per character) on fixed, seeded windows."""
+    _check_model(model)
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -233,6 +239,7 @@ def flops_per_token(model: TinyGPT, corpus: TextCorpus, batch_size: int = 4) -> 
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    _check_model(model)
     g = torch.Generator().manual_seed(0)
     x, _ = corpus.batch("val", batch_size, model.cfg.block_size, g)
     model.eval()
@@ -248,6 +255,7 @@ def tokens_per_second(model: TinyGPT, corpus: TextCorpus, steps: int = 20, batch
     """
     import copy
 
+    _check_model(model)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     model = copy.deepcopy(model).train()
@@ -268,6 +276,8 @@ def tokens_per_second(model: TinyGPT, corpus: TextCorpus, steps: int = 20, batch
 
 def summary(result: TrainResult, corpus: TextCorpus) -> dict:
     """Validation loss, parameters (total and active) and FLOPs per token of a trained model."""
+    if not isinstance(result, TrainResult):
+        raise TypeError(f"result must be a TrainResult (from train()), got {type(result).__name__}")
     model = result.model()
     return {"ffn": model.cfg.ffn, "d_ff": model.cfg.d_ff, "n_experts": model.cfg.n_experts if model.cfg.ffn == "moe" else 1,
             "val_loss": result.val_loss, "total_params": count_parameters(model),
@@ -298,6 +308,7 @@ def lab_models(vocab_size: int, seed: int = 0, steps: int = 600) -> dict[str, GP
 
 def layer_inputs(model: TinyGPT, idx: torch.Tensor, layer: int = 0) -> torch.Tensor:
     """The hidden states (tokens, d_model) that MoE layer ``layer`` receives for the batch ``idx``."""
+    _check_model(model)
     moe = model.moe_layers()
     if not 0 <= layer < len(moe):
         raise ValueError(f"layer must be in [0, {len(moe) - 1}] (the model's MoE layers), got {layer}")
