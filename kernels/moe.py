@@ -20,7 +20,9 @@ This file does the same work in **two launches**, the way vLLM's ``fused_moe`` a
    ``e = block_expert[m]``, gathers its ``BLOCK_M`` token rows of ``x`` straight from memory
    (no permuted copy of ``x`` is ever made), multiplies them by ``w1[e]`` and ``w3[e]`` and stores
    ``silu(x w1^T) * (x w3^T)`` into a padded buffer ``h``. This is a *grouped GEMM*: one grid covers
-   every expert's GEMM, and the block-to-expert map says which weights each tile uses.
+   every expert's GEMM, and the block-to-expert map says which weights each tile uses. Tiles are
+   launched in groups of ``GROUP_M`` row blocks (as in Triton's matmul tutorial) so that a weight
+   tile is fetched from memory once and served from L2 to the row blocks that need it.
 3. **Down-projection and gate** (:func:`moe_down`). The same grouped GEMM with ``w2``; the epilogue
    multiplies each row by its gate weight and stores it at its slot.
 4. **Combine** (:func:`moe_combine`): a token's output is the sum of its ``top_k`` slots. No atomics,
@@ -116,28 +118,43 @@ def choose_block_m(n_slots: int, n_experts: int) -> int:
 def _configs():
     """One config under the interpreter (autotuning needs a GPU); a few to choose from on a GPU."""
     if _interpreting():
-        return [triton.Config({"BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=1)]
+        return [triton.Config({"BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}, num_warps=4, num_stages=1)]
     return [
-        triton.Config({"BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=4),
-        triton.Config({"BLOCK_N": 128, "BLOCK_K": 64}, num_warps=4, num_stages=4),
-        triton.Config({"BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_N": 256, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_N": 128, "BLOCK_K": 128}, num_warps=8, num_stages=2),
+        triton.Config({"BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 16}, num_warps=8, num_stages=2),
     ]
 
 
 if triton is not None:
 
+    @triton.jit
+    def _tile_ids(num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+        """Grouped launch order (Triton's matmul tutorial): GROUP_M row blocks sweep the column tiles together.
+
+        Programs running at the same time then share a few row blocks of tokens *and* the same weight
+        tiles, so both stay in L2, instead of every weight tile being re-read from memory once per
+        row block.
+        """
+        pid = tl.program_id(0)
+        per_group = GROUP_M * num_pid_n
+        first_m = (pid // per_group) * GROUP_M
+        group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
+        pid_m = first_m + (pid % per_group) % group_m
+        pid_n = (pid % per_group) // group_m
+        return pid_m, pid_n
+
     @triton.autotune(configs=_configs(), key=["D", "FF", "BLOCK_M"])
     @triton.jit
     def _moe_up_kernel(x_ptr, w1_ptr, w3_ptr, h_ptr, sorted_slots_ptr, block_expert_ptr,
-                       n_slots, D, FF,
+                       n_slots, D, FF, num_blocks,
                        stride_xt, stride_xd, stride_we, stride_wf, stride_wd, stride_hr, stride_hf,
                        TOP_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                       UPCAST: tl.constexpr):
+                       GROUP_M: tl.constexpr, UPCAST: tl.constexpr):
         """h[row] = silu(x[token] @ w1[e]^T) * (x[token] @ w3[e]^T) for one (BLOCK_M, BLOCK_N) tile."""
-        pid_n = tl.program_id(0)  # n fastest: neighbouring programs reuse the same gathered rows of x
-        pid_m = tl.program_id(1)
+        pid_m, pid_n = _tile_ids(num_blocks, tl.cdiv(FF, BLOCK_N), GROUP_M)
         expert = tl.load(block_expert_ptr + pid_m)
         if expert >= 0:  # blocks past the last expert's padding do nothing
             rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -168,12 +185,12 @@ if triton is not None:
     @triton.autotune(configs=_configs(), key=["D", "FF", "BLOCK_M"])
     @triton.jit
     def _moe_down_kernel(h_ptr, w2_ptr, gate_ptr, y_ptr, sorted_slots_ptr, block_expert_ptr,
-                         n_slots, D, FF,
+                         n_slots, D, FF, num_blocks,
                          stride_hr, stride_hf, stride_we, stride_wd, stride_wf, stride_ys, stride_yd,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr):
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                         UPCAST: tl.constexpr):
         """y[slot] = gate[slot] * (h[row] @ w2[e]^T) for one tile; rows are stored back in slot order."""
-        pid_n = tl.program_id(0)
-        pid_m = tl.program_id(1)
+        pid_m, pid_n = _tile_ids(num_blocks, tl.cdiv(D, BLOCK_N), GROUP_M)
         expert = tl.load(block_expert_ptr + pid_m)
         if expert >= 0:
             rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -267,9 +284,10 @@ def moe_up(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, sorted_slots: to
     _kernel_device_ok(x)
     n_experts, d_ff, d_model = w1.shape
     h = torch.empty(sorted_slots.numel(), d_ff, device=x.device, dtype=x.dtype)
-    grid = lambda meta: (triton.cdiv(d_ff, meta["BLOCK_N"]), block_expert.numel())  # noqa: E731
+    num_blocks = block_expert.numel()
+    grid = lambda meta: (num_blocks * triton.cdiv(d_ff, meta["BLOCK_N"]),)  # noqa: E731
     with _quiet_interpreter():
-        _moe_up_kernel[grid](x, w1, w3, h, sorted_slots, block_expert, x.shape[0] * top_k, d_model, d_ff,
+        _moe_up_kernel[grid](x, w1, w3, h, sorted_slots, block_expert, x.shape[0] * top_k, d_model, d_ff, num_blocks,
                              x.stride(0), x.stride(1), w1.stride(0), w1.stride(1), w1.stride(2), h.stride(0),
                              h.stride(1), TOP_K=top_k, BLOCK_M=block_m, UPCAST=_interpreting())
     return h
@@ -283,9 +301,10 @@ def moe_down(h: torch.Tensor, w2: torch.Tensor, gates: torch.Tensor, sorted_slot
     n_slots = gates.numel()
     y = torch.empty(n_slots, d_model, device=h.device, dtype=h.dtype)
     gates = gates.reshape(-1).contiguous()
-    grid = lambda meta: (triton.cdiv(d_model, meta["BLOCK_N"]), block_expert.numel())  # noqa: E731
+    num_blocks = block_expert.numel()
+    grid = lambda meta: (num_blocks * triton.cdiv(d_model, meta["BLOCK_N"]),)  # noqa: E731
     with _quiet_interpreter():
-        _moe_down_kernel[grid](h, w2, gates, y, sorted_slots, block_expert, n_slots, d_model, d_ff,
+        _moe_down_kernel[grid](h, w2, gates, y, sorted_slots, block_expert, n_slots, d_model, d_ff, num_blocks,
                                h.stride(0), h.stride(1), w2.stride(0), w2.stride(1), w2.stride(2), y.stride(0),
                                y.stride(1), BLOCK_M=block_m, UPCAST=_interpreting())
     return y
