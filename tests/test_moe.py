@@ -128,3 +128,22 @@ def test_bad_arguments_raise_clear_errors():
         top_k_route(torch.randn(4), 1)
     with pytest.raises(TypeError, match="module"):
         count_parameters("model")
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 6), st.integers(1, 3), st.integers(0, 12), st.integers(0, 10_000))
+def test_capacity_mask_invariants(tokens, n_experts, top_k, capacity, seed):
+    top_k = min(top_k, n_experts)
+    g = torch.Generator().manual_seed(seed)
+    experts = torch.rand(tokens, n_experts, generator=g).topk(top_k, -1).indices
+    keep = capacity_mask(experts, n_experts, capacity)
+    for e in range(n_experts):
+        kept = int(keep[experts == e].sum())
+        routed = int((experts == e).sum())
+        assert kept == min(routed, capacity)  # an expert fills up to capacity, never beyond
+        # priority: a kept slot never comes after a dropped one in (choice, token) order
+        order = [bool(keep[t, j]) for j in range(top_k) for t in range(tokens) if experts[t, j] == e]
+        assert order == sorted(order, reverse=True)

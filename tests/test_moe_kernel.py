@@ -93,3 +93,27 @@ def test_bad_inputs_raise_clear_errors():
         km.fused_moe(x, w1, w3, w2, gates, experts, block_m=24)
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         km.fused_moe(x.tolist(), w1, w3, w2, gates, experts)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 8), st.integers(1, 3), st.sampled_from([16, 32, 64]), st.integers(0, 10_000))
+def test_align_invariants(tokens, n_experts, top_k, block_m, seed):
+    top_k = min(top_k, n_experts)
+    g = torch.Generator().manual_seed(seed)
+    experts = torch.rand(tokens, n_experts, generator=g).topk(top_k, -1).indices
+    slots, blocks, n_padded = km.moe_align(experts, n_experts, block_m)
+    n_slots = tokens * top_k
+    real = slots[slots < n_slots]
+    assert sorted(real.tolist()) == list(range(n_slots))  # every slot exactly once
+    flat = experts.reshape(-1)
+    for b, e in enumerate(blocks.tolist()):
+        rows = slots[b * block_m:(b + 1) * block_m]
+        rows = rows[rows < n_slots]
+        if e < 0:
+            assert rows.numel() == 0 and b * block_m >= int(n_padded)
+        else:
+            assert (flat[rows.long()] == e).all()  # one expert per block
+    assert int(n_padded) % block_m == 0 and int(n_padded) - n_slots < n_experts * block_m
