@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import platform
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,20 +33,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STEPS = 600
 
 
-def model_configs(vocab_size: int, seed: int, steps: int = STEPS) -> dict[str, tg.GPTConfig]:
-    """The four models of the notebook, for one seed."""
-    cfgs = tg.three_models(vocab_size, seed=seed, steps=steps)
-    moe = next(c for c in cfgs.values() if c.ffn == "moe")
-    cfgs["MoE without balancing loss"] = replace(moe, balance_weight=0.0, z_weight=0.0)
-    return cfgs
-
-
 def train_sweep(seeds: list[int], steps: int) -> dict:
     reproducible(0)
     corpus = text_corpus()
     rows = []
     for seed in seeds:
-        for name, cfg in model_configs(corpus.vocab_size, seed, steps).items():
+        for name, cfg in tg.lab_models(corpus.vocab_size, seed, steps).items():
             result = tg.train(cfg, corpus, progress=True)
             s = tg.summary(result, corpus)
             s.update(model=name, seed=seed, steps=steps,

@@ -3,7 +3,6 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
-import torch
 
 from labkit.data import text_corpus
 from labkit.moe import plots, tiny_gpt as tg
