@@ -101,7 +101,8 @@ def bench_one(T: int, weights: tuple, top_k: int, ms_of) -> dict:
     ref = km.moe_reference(x, w1, w3, w2, gates, experts)
     fused_out = km.fused_moe(x, w1, w3, w2, gates, experts, block_m=block_m)
     row["rel_err_fused"] = rel_err(fused_out, ref)
-    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    # fp32 is exact under the interpreter; on a GPU tl.dot rounds fp32 inputs to tf32 (10-bit mantissa).
+    tol = 1e-4 if dtype == torch.float32 and device.type == "cpu" else 3e-2
     if not row["rel_err_fused"] < tol:
         raise SystemExit(f"fused MoE disagrees with the naive loop at T={T}: rel err {row['rel_err_fused']:.3g}")
 

@@ -21,7 +21,7 @@ def test_smoke_run_writes_a_complete_result(tmp_path):
     result = json.loads(out.read_text())
     assert result["smoke"] is True and [r["T"] for r in result["rows"]] == [1, 16, 40]
     for row in result["rows"]:
-        assert row["rel_err_fused"] < 1e-4
+        assert row["rel_err_fused"] < (1e-4 if result["device"].startswith("cpu") else 3e-2)  # tf32 on a GPU
         assert set(row["ms"]) >= {"naive", "fused", "fused_align", "fused_up_gemm", "fused_down_gemm",
                                   "fused_combine", "dense_same_flops"}
         assert 0.0 <= row["padding_waste"] < 1.0

