@@ -3,6 +3,7 @@
 For the MLP and the small CNN on digits, and for every seed, it trains the dense model
 (``labkit.train.pretrained``) and then measures test and validation accuracy of:
 
+* the dense model trained for as many extra epochs as fine-tuning takes (the fair comparison);
 * every mask method (random, per-layer magnitude, global magnitude, block, structured) at every
   sparsity, one-shot *without* fine-tuning and gradual (Zhu & Gupta cubic schedule) *with* it;
   structured runs end with physical removal (a smaller dense model);
@@ -79,6 +80,7 @@ def jobs(config: dict) -> list[tuple]:
     for kind in config["models"]:
         for seed in config["seeds"]:
             out.append((kind, seed, "dense", None))
+            out.append((kind, seed, "dense_long", None))
             for method in config["methods"]:
                 for s in config["sparsities"]:
                     out.append((kind, seed, "mask", (method, s)))
@@ -113,6 +115,12 @@ def run(config: dict, progress: bool = True) -> dict:
             continue
         dense = dense_models[(kind, seed)]
         n_dense = prune.count_weights(dense)
+        if job == "dense_long":
+            # The control for fine-tuning: the dense model trained as many extra epochs as the pruned ones get.
+            longer = copy.deepcopy(dense)
+            train.train(longer, split.train, epochs=ft["epochs"], lr=ft["lr"], seed=seed)
+            runs.append(_record(kind, seed, "dense_long", True, 0.0, longer, n_dense, split))
+            continue
         options = {"block": config["block"][kind], "skip_incompatible": True} if job == "mask" and args[0] == "block" else {}
         if job == "mask":
             method, s = args

@@ -32,7 +32,7 @@ def test_committed_sweep_has_three_seeds_and_every_method(sweep):
         assert needed in cfg["sparsities"]
     methods = {r["method"] for r in sweep["runs"]}
     assert {"dense", "random", "magnitude", "global_magnitude", "block", "structured", "2:4", "small_dense",
-            "lottery_rewind", "lottery_reinit"} <= methods
+            "lottery_rewind", "lottery_reinit", "dense_long"} <= methods
     rows = P.summarize(sweep, "cnn")
     assert all(r["n"] == len(cfg["seeds"]) for r in rows)
 
@@ -42,6 +42,7 @@ def test_goal_is_stated_from_the_numbers(sweep):
         goal = P.goal_at_90(sweep, model)
         assert goal["met"] == (goal["dense"] - goal["pruned"] <= 0.01)
         assert P.goal_text(goal).endswith("MET" if goal["met"] else "NOT met")
+        assert "trained as many extra epochs" in P.goal_text(goal)
 
 
 def test_tables_and_figures(sweep):
