@@ -135,6 +135,14 @@ def accuracy_table(sweep: dict, model: str, methods: list[str], finetune: bool) 
     return "\n".join(lines)
 
 
+def kept_axis(fig: go.Figure) -> go.Figure:
+    """x axis = share of weights kept, log scale, reversed: sparser to the right, and 90% / 95% / 99%
+    sparsity (10%, 5%, 1% kept) get as much room as 0-50%."""
+    fig.update_xaxes(title="weights kept (%, log scale): sparser to the right", type="log", autorange="reversed",
+                     tickvals=[100, 50, 20, 10, 5, 2, 1, 0.5], ticktext=["100", "50", "20", "10", "5", "2", "1", "0.5"])
+    return fig
+
+
 def accuracy_figure(sweep: dict, model: str = "mlp", methods: list[str] | None = None, finetune: bool = True,
                     title: str | None = None) -> go.Figure:
     """Test accuracy (mean ± std over seeds) against the share of weights removed, one line per method."""
@@ -146,13 +154,13 @@ def accuracy_figure(sweep: dict, model: str = "mlp", methods: list[str] | None =
         pts = sorted((r for r in rows if r["method"] == m and r["finetune"] == finetune), key=lambda r: r["sparsity"])
         if not pts:
             raise ValueError(f"the sweep has no runs of method {m!r} with finetune={finetune}")
-        fig.add_trace(go.Scatter(x=rounded([100 * r["sparsity"] for r in pts], 2),
+        fig.add_trace(go.Scatter(x=rounded([100 * (1 - r["sparsity"]) for r in pts], 3),
                                  y=rounded([100 * r["mean"] for r in pts], 2), mode="lines+markers",
                                  error_y=dict(array=rounded([100 * r["std"] for r in pts], 2)),
                                  name=LABELS.get(m, m), line_color=COLORS[i % len(COLORS)]))
     fig.add_hline(y=round(100 * dense["mean"], 2), line_dash="dot", line_color="grey",
                   annotation_text=f"dense {100 * dense['mean']:.1f}%")
-    fig.update_xaxes(title="weights removed (%)")
+    kept_axis(fig)
     fig.update_yaxes(title="test accuracy (%)", range=[0, 100])
     tuned = "gradual pruning + fine-tuning" if finetune else "one-shot, no fine-tuning"
     return style(fig, title or f"{model.upper()} on digits: {tuned} ({len(sweep['config']['seeds'])} seeds)")
@@ -258,7 +266,7 @@ COMBINATIONS = {("unstructured", "magnitude"): "magnitude", ("unstructured", "gl
 GRANULARITIES = ("unstructured", "block", "structured")
 HIST_BINS = 40
 #: Bump when the precomputed tables change shape, so stale cache entries are never read.
-EXPLORER_VERSION = 1
+EXPLORER_VERSION = 2
 
 
 def _unpack(entry: dict) -> np.ndarray:
@@ -286,7 +294,7 @@ def _precompute(sweep: dict, model_kind: str) -> dict:
     for method in COMBINATIONS.values():
         for finetune in (False, True):
             pts = [(0.0, _row(test, "dense", False, 0.0))] + [(s, _row(test, method, finetune, s)) for s in cfg["sparsities"]]
-            table["curves"][(method, finetune)] = {"x": rounded([100 * r["sparsity"] for _, r in pts], 2),
+            table["curves"][(method, finetune)] = {"x": rounded([100 * (1 - r["sparsity"]) for _, r in pts], 3),
                                                    "y": rounded([100 * r["mean"] for _, r in pts], 2),
                                                    "err": rounded([100 * r["std"] for _, r in pts], 2)}
         for s in grid:
@@ -313,7 +321,8 @@ def _precompute(sweep: dict, model_kind: str) -> dict:
                         table_thr = float(kept.min()) if kept.size else None
                         entry["threshold"][n] = None if table_thr is None else round(table_thr, 4)
                 acc = _row(test, "dense", False, 0.0) if s == 0.0 else _row(test, method, finetune, s)
-                entry["point"] = (round(100 * acc["sparsity"], 2), round(100 * acc["mean"], 2))
+                entry["point"] = (round(100 * (1 - acc["sparsity"]), 3), round(100 * acc["mean"], 2))
+                entry["removed"] = round(100 * acc["sparsity"], 2)
                 table["entries"][(method, s, finetune)] = entry
     return table
 
@@ -379,8 +388,8 @@ class PruningExplorer(widgets.VBox):
             go.Scatter(mode="lines+markers", name="fine-tuned", line_color=COLORS[0]),
             go.Scatter(mode="lines+markers", name="no fine-tuning", line_color=COLORS[1]),
             go.Scatter(mode="markers", name="current", marker=dict(size=16, symbol="star", color=COLORS[3]))])
-        style(self.curve_fig, "test accuracy vs weights removed", height=330)
-        self.curve_fig.update_xaxes(title="weights removed (%)")
+        style(self.curve_fig, "test accuracy vs weights kept", height=330)
+        kept_axis(self.curve_fig)
         self.curve_fig.update_yaxes(title="test accuracy (%)", range=[0, 101])
         self.hist_fig = go.FigureWidget(data=[go.Bar(name="all weights", marker_color="#BBBBBB"),
                                               go.Bar(name="kept by the mask", marker_color=COLORS[0])])
@@ -429,7 +438,7 @@ class PruningExplorer(widgets.VBox):
             self.layers_fig.data[0].x = list(entry["layer_sparsity"])
             self.layers_fig.data[0].y = list(entry["layer_sparsity"].values())
         self.last_update_ms = 1000 * (time.perf_counter() - start)
-        self.status.value = (f"<b>{LABELS[method]}</b>, {entry['point'][0]:.1f}% removed: "
+        self.status.value = (f"<b>{LABELS[method]}</b>, {entry['removed']:.1f}% removed: "
                              f"test accuracy {entry['point'][1]:.1f}% (mean of {len(self.table['seeds'])} seeds)")
 
 
