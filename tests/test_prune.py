@@ -266,3 +266,20 @@ def test_unsupported_modules_raise():
         prune.remove_units(model, 0.5)
     with pytest.raises(TypeError, match="model"):
         prune.sparsity_report("mlp")
+
+
+def test_structured_l1_and_l2_rank_differently():
+    # row 0: many small weights (large L1, small L2); row 1: one big weight (small L1, large L2)
+    w = torch.tensor([[0.3, 0.3, 0.3, 0.3], [0.9, 0.0, 0.0, 0.0], [2.0, 2.0, 2.0, 2.0]])
+    assert prune.structured_mask(w, 1 / 3, norm=1)[:, 0].tolist() == [True, False, True]
+    assert prune.structured_mask(w, 1 / 3, norm=2)[:, 0].tolist() == [False, True, True]
+
+
+def test_remove_units_per_layer_sparsity_and_errors():
+    model = models.MLP(seed=0)
+    small = prune.remove_units(model, [0.5, 0.75])
+    assert small.config()["hidden"] == (128, 32)
+    with pytest.raises(ValueError, match="one value per hidden layer"):
+        prune.remove_units(model, [0.5])
+    with pytest.raises(ValueError, match="sparsity"):
+        prune.remove_units(model, 1.0)
