@@ -1,6 +1,6 @@
 """From joules to kWh, kgCO2e and money: carbon accounting that shows every assumption.
 
-* Grid carbon intensity comes from a small bundled table, ``labkit/data/grid_intensity.csv``
+* Grid carbon intensity comes from a small bundled table, ``labkit/tables/grid_intensity.csv``
   (region, gCO2e/kWh, year, source on every row). You name the region: nothing is geolocated.
 * PUE (power usage effectiveness) scales IT energy up to facility energy: cooling, power
   conversion. 1.0 means IT energy only.
@@ -42,7 +42,7 @@ class GridIntensity:
 
 def grid_table() -> dict[str, GridIntensity]:
     """The bundled table, keyed by region code (ISO 3166 alpha-3, or ``WORLD``)."""
-    text = resources.files("labkit").joinpath("data/grid_intensity.csv").read_text()
+    text = resources.files("labkit").joinpath("tables/grid_intensity.csv").read_text()
     return {row["region"]: GridIntensity(row["region"], row["name"], float(row["g_co2e_per_kwh"]), int(row["year"]),
                                          row["source"]) for row in csv.DictReader(text.splitlines())}
 

@@ -391,8 +391,8 @@ OP_ENERGY_SOURCE = ("M. Horowitz, 'Computing's energy problem (and what we can d
 
 
 def op_energy_table() -> dict[str, float]:
-    """Picojoules per operation from the bundled table ``labkit/data/op_energy_horowitz2014.csv``."""
-    text = resources.files("labkit").joinpath("data/op_energy_horowitz2014.csv").read_text()
+    """Picojoules per operation from the bundled table ``labkit/tables/op_energy_horowitz2014.csv``."""
+    text = resources.files("labkit").joinpath("tables/op_energy_horowitz2014.csv").read_text()
     return {row["operation"]: float(row["picojoules"]) for row in csv.DictReader(text.splitlines())}
 
 

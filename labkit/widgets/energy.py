@@ -385,8 +385,8 @@ def batching_figure(zoo: dict[str, ZooModel], test: Split, batch_sizes: tuple[in
 
 
 def published_figures() -> list[dict]:
-    """Published energy figures for context, each with its source (``labkit/data/published_energy.csv``)."""
-    text = resources.files("labkit").joinpath("data/published_energy.csv").read_text()
+    """Published energy figures for context, each with its source (``labkit/tables/published_energy.csv``)."""
+    text = resources.files("labkit").joinpath("tables/published_energy.csv").read_text()
     return [dict(row, value=float(row["value"])) for row in csv.DictReader(text.splitlines())]
 
 
