@@ -12,7 +12,7 @@ weight at 90% block sparsity (64x64 blocks) with 8192 tokens (compute-bound) and
 (memory-bound): dense ``F.linear``, PyTorch's ``bsr_dense_mm`` and the lab's ``bsr_linear``.
 
 The goal the energy issue sets: the lab's kernel at least 6x fewer joules than dense at 8192 tokens
-(PyTorch's own kernel measured 3.2x: benchmarks/results/energy_pytorch_baselines_h200_2026-11-28.json).
+(PyTorch's own kernel measured 3.2x: benchmarks/results/pytorch_baselines_h200_2026-11-28.json).
 
 Without a GPU it prints why and exits with status 0, writing nothing.
 """

@@ -101,6 +101,19 @@ def launch(fn) -> None:
         _loop["style"] = "while"
 
 
+def split_k_output(x: torch.Tensor, m: int, n: int, split_k: int) -> tuple[torch.Tensor, int]:
+    """The output buffer of a launch and its split stride.
+
+    With split-K each of the ``split_k`` programs of an output tile writes its own fp32 partial sum
+    (no atomics, so results are deterministic); the launcher adds them up afterwards. Without it
+    the kernel writes ``x``'s dtype directly.
+    """
+    if split_k == 1:
+        return torch.empty((m, n), device=x.device, dtype=x.dtype), 0
+    out = torch.empty((split_k, m, n), device=x.device, dtype=torch.float32)
+    return out, out.stride(0)
+
+
 def num_sms(device: torch.device) -> int:
     """Streaming multiprocessors on ``device`` (132 on an H100/H200); a nominal 4 on the CPU."""
     if device.type == "cuda":

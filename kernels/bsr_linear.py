@@ -164,10 +164,7 @@ def check_bsr_weight(weight: torch.Tensor, x: torch.Tensor | None = None) -> int
                          "indices (torch's default for to_sparse_bsr)")
     if x is not None:
         rt.check_activations(x)
-        if weight.device != x.device:
-            raise ValueError(f"weight is on {weight.device} but x is on {x.device}; move both to the same device")
-        if weight.dtype != x.dtype:
-            raise TypeError(f"weight has dtype {weight.dtype} but x has {x.dtype}; cast one of them")
+        rt.check_same(x, weight, "weight")
         k_pad = weight.shape[1]
         if not (k_pad - bh < x.shape[1] <= k_pad):
             raise ValueError(f"inner dimensions differ: x has {x.shape[1]} features but weight has {k_pad} "
@@ -224,12 +221,7 @@ def bsr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     else:
         split_k = split_k or 1
         kernel = _prefill
-    if split_k == 1:
-        out = torch.empty((m, n), device=x.device, dtype=x.dtype)
-        stride_os = 0
-    else:
-        out = torch.empty((split_k, m, n), device=x.device, dtype=torch.float32)
-        stride_os = out.stride(0)
+    out, stride_os = rt.split_k_output(x, m, n, split_k)
 
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * rows * (bs // block_n), split_k)

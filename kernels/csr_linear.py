@@ -99,10 +99,7 @@ def check_csr_weight(weight: torch.Tensor, x: torch.Tensor | None = None) -> Non
         raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
     if x is not None:
         rt.check_activations(x)
-        if weight.device != x.device:
-            raise ValueError(f"weight is on {weight.device} but x is on {x.device}; move both to the same device")
-        if weight.dtype != x.dtype:
-            raise TypeError(f"weight has dtype {weight.dtype} but x has {x.dtype}; cast one of them")
+        rt.check_same(x, weight, "weight")
         if x.shape[1] != weight.shape[1]:
             raise ValueError(f"inner dimensions differ: x has {x.shape[1]} features but weight has "
                              f"{weight.shape[1]} inputs (x @ W.T needs x.shape[1] == weight.shape[1])")

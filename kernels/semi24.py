@@ -219,12 +219,7 @@ def semi24_linear(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
         split_k = split_k or 1
         kernel = _prefill
     split_k = min(split_k, chunks)
-    if split_k == 1:
-        out = torch.empty((m, n), device=x.device, dtype=x.dtype)
-        stride_os = 0
-    else:
-        out = torch.empty((split_k, m, n), device=x.device, dtype=torch.float32)
-        stride_os = out.stride(0)
+    out, stride_os = rt.split_k_output(x, m, n, split_k)
 
     def grid(meta_):
         return (triton.cdiv(m, meta_["BLOCK_M"]) * triton.cdiv(n, meta_["BLOCK_N"]), split_k)

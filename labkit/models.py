@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def _check_width(name: str, value: int) -> int:
@@ -157,3 +158,36 @@ def count_parameters(model: nn.Module) -> int:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return sum(p.numel() for p in model.parameters())
+
+
+class MoEClassifier(nn.Module):
+    """A digit classifier with one Mixture-of-Experts block: ``64 -> d_model -> MoE (residual) -> 10``.
+
+    Each input is one token routed to ``top_k`` of ``n_experts`` SwiGLU experts
+    (:class:`labkit.moe.MoEFeedForward`), so only part of the weights work for any one input.
+    """
+
+    def __init__(self, in_features: int = 64, d_model: int = 64, d_ff: int = 64, n_experts: int = 4,
+                 top_k: int = 1, n_classes: int = 10, seed: int = 0):
+        super().__init__()
+        from labkit.moe import MoEFeedForward
+
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.embed = nn.Linear(in_features, d_model)
+            self.moe = MoEFeedForward(d_model, d_ff, n_experts, top_k)
+            self.head = nn.Linear(d_model, n_classes)
+        self.in_features = in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() > 2:
+            x = x.flatten(1)
+        h = F.relu(self.embed(x))
+        return self.head(h + self.moe(h))
+
+    def active_parameters(self) -> int:
+        """Parameters one input touches: embedding, router, ``top_k`` experts and head."""
+        return (sum(p.numel() for p in self.embed.parameters()) + self.moe.active_parameters()
+                + sum(p.numel() for p in self.head.parameters()))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from labkit import carbon, data
-from labkit.models import MLP
+from labkit.models import MLP, MoEClassifier
 from labkit.widgets import energy as we
 
 
@@ -17,7 +17,7 @@ def rows():
     dense, small = MLP(seed=0), MLP(hidden=(64, 32), seed=0)
     zoo = {"dense": we.ZooModel("dense", "MLP 64-256-128-10", dense, [(dense, 3)]),
            "structured": we.ZooModel("structured", "MLP 64-64-32-10", small, [(dense, 3), (small, 2)]),
-           "moe": we.ZooModel("moe", "4 experts", we.MoEClassifier(seed=0), [(we.MoEClassifier(seed=0), 3)])}
+           "moe": we.ZooModel("moe", "4 experts", MoEClassifier(seed=0), [(MoEClassifier(seed=0), 3)])}
     return we.energy_rows(zoo, ds.test, ds.train, batch_sizes=(1, 8))
 
 
@@ -104,8 +104,25 @@ def test_deployment_calculator_bad_input():
 
 
 def test_moe_classifier_shapes_and_active_parameters():
-    m = we.MoEClassifier(seed=0)
+    m = MoEClassifier(seed=0)
     assert m(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
     assert m.active_parameters() < sum(p.numel() for p in m.parameters())
     with pytest.raises(ValueError, match="seed"):
-        we.MoEClassifier(seed=-1)
+        MoEClassifier(seed=-1)
+
+
+def test_gpu_energy_summary_labels_baselines_and_missing_lab_measurements(tmp_path):
+    baselines = [{"section": "energy", "case": "dense", "joules_per_op": 1.2, "avg_watts": 700.0},
+                 {"section": "energy", "case": "bsr", "joules_per_op": 0.4, "avg_watts": 650.0}]
+    text = we.gpu_energy_summary(results={}, baselines=baselines)
+    assert "MEASURED" in text and "3.0x fewer joules" in text and "not the lab's" in text
+    assert "no measured GPU joules yet" in text
+    lab = {"energy_gpu.json": {"script": "benchmarks/energy.py", "gpu": "GPU X", "date": "2026-01-01",
+                               "rows": [{"tokens": 16, "case": "lab bsr", "joules_per_call": 0.1, "kind": "measured",
+                                         "scope": "GPU board", "energy_ratio_vs_dense": 7.0}]}}
+    text = we.gpu_energy_summary(results=lab, baselines=[])
+    assert "MEASURED by benchmarks/energy.py on GPU X" in text and "7.00x fewer joules" in text
+    assert "no measured GPU joules yet" not in text
+    # The committed baseline file holds exactly the two energy rows PyTorch measured.
+    assert [r["case"] for r in we.pytorch_baseline_energy()] == ["dense 8192^3 bf16", "torch bsr_dense_mm density 0.1 bs64"]
+    assert we.pytorch_baseline_energy(tmp_path / "missing.json") == []

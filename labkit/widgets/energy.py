@@ -28,43 +28,11 @@ from torch import nn
 
 from labkit import carbon, energy
 from labkit.data import Split
+from labkit.models import MoEClassifier
 from labkit.plots import COLORS, rounded, style
 
 #: Bump when the zoo's training recipe changes, so stale cached weights are never read.
 ZOO_VERSION = 1
-
-
-class MoEClassifier(nn.Module):
-    """A digit classifier with one Mixture-of-Experts block: ``64 -> d_model -> MoE (residual) -> 10``.
-
-    Each input is one token routed to ``top_k`` of ``n_experts`` SwiGLU experts
-    (:class:`labkit.moe.MoEFeedForward`), so only part of the weights work for any one input.
-    """
-
-    def __init__(self, in_features: int = 64, d_model: int = 64, d_ff: int = 64, n_experts: int = 4,
-                 top_k: int = 1, n_classes: int = 10, seed: int = 0):
-        super().__init__()
-        from labkit.moe import MoEFeedForward
-
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.embed = nn.Linear(in_features, d_model)
-            self.moe = MoEFeedForward(d_model, d_ff, n_experts, top_k)
-            self.head = nn.Linear(d_model, n_classes)
-        self.in_features = in_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() > 2:
-            x = x.flatten(1)
-        h = F.relu(self.embed(x))
-        return self.head(h + self.moe(h))
-
-    def active_parameters(self) -> int:
-        """Parameters one input touches: embedding, router, ``top_k`` experts and head."""
-        return (sum(p.numel() for p in self.embed.parameters()) + self.moe.active_parameters()
-                + sum(p.numel() for p in self.head.parameters()))
 
 
 @dataclass
@@ -80,6 +48,15 @@ class ZooModel:
     def train_steps(self) -> int:
         """Optimizer steps of the whole recipe."""
         return sum(steps for _, steps in self.recipe)
+
+
+def _check_zoo_and_batches(zoo: dict, test: Split, batch_sizes: tuple[int, ...]) -> None:
+    if not zoo:
+        raise ValueError("zoo is empty: build it with model_zoo()")
+    for b in batch_sizes:
+        energy._check_count("batch size", b)
+        if b > len(test):
+            raise ValueError(f"batch size {b} is larger than the test split ({len(test)} examples)")
 
 
 def _nonzero(model: nn.Module) -> int:
@@ -170,12 +147,7 @@ def energy_rows(zoo: dict[str, ZooModel], test: Split, train_split: Split,
     """
     from labkit.train import DEFAULT_BATCH_SIZE, evaluate
 
-    if not zoo:
-        raise ValueError("zoo is empty: build it with model_zoo()")
-    for b in batch_sizes:
-        energy._check_count("batch size", b)
-        if b > len(test):
-            raise ValueError(f"batch size {b} is larger than the test split ({len(test)} examples)")
+    _check_zoo_and_batches(zoo, test, batch_sizes)
     rows = []
     train_batch = Split(train_split.x[:DEFAULT_BATCH_SIZE], train_split.y[:DEFAULT_BATCH_SIZE])
     for entry in zoo.values():
@@ -368,12 +340,7 @@ def batching_figure(zoo: dict[str, ZooModel], test: Split, batch_sizes: tuple[in
 
     Weights are read once per batch, so their DRAM cost is shared by every input in it.
     """
-    if not zoo:
-        raise ValueError("zoo is empty: build it with model_zoo()")
-    for b in batch_sizes:
-        energy._check_count("batch size", b)
-        if b > len(test):
-            raise ValueError(f"batch size {b} is larger than the test split ({len(test)} examples)")
+    _check_zoo_and_batches(zoo, test, batch_sizes)
     fig = go.Figure()
     with torch.no_grad():
         for entry in zoo.values():
@@ -394,35 +361,50 @@ def published_figures() -> list[dict]:
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
+#: PyTorch's own sparse paths measured on an H200 by ``benchmarks/pytorch_baselines.py``; its rows in
+#: section "energy" are NVML joules (the same file notebook 03 reads for timings).
+PYTORCH_BASELINES = RESULTS_DIR / "pytorch_baselines_h200_2026-11-28.json"
+PYTORCH_BASELINES_METHOD = ("NVIDIA H200, 2026-11-28, torch 2.11: NVML total-energy counter read before and after a "
+                            ">= 2 s loop of the operation, CUDA synchronized at both edges; whole board, idle power "
+                            "not subtracted")
+
+
 def gpu_energy_results(results_dir: Path | str = RESULTS_DIR) -> dict[str, dict]:
-    """Committed measured-GPU energy files (``energy_*.json``) by file name; empty when there are none."""
+    """Measured-GPU energy files written by ``benchmarks/energy.py`` (``energy_*.json``), by file name."""
     folder = Path(results_dir)
     if not folder.is_dir():
         return {}
     return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("energy_*.json"))}
 
 
-def gpu_energy_summary(results: dict[str, dict] | None = None) -> str:
+def pytorch_baseline_energy(path: Path | str = PYTORCH_BASELINES) -> list[dict]:
+    """The measured energy rows (dense, PyTorch's BSR kernel) of the committed PyTorch-baseline file."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [r for r in json.loads(path.read_text()) if r.get("section") == "energy" and "joules_per_op" in r]
+
+
+def gpu_energy_summary(results: dict[str, dict] | None = None, baselines: list[dict] | None = None) -> str:
     """The measured GPU joules in the committed results files, as text lines with their origin."""
     results = gpu_energy_results() if results is None else results
+    baselines = pytorch_baseline_energy() if baselines is None else baselines
     lines = []
-    for name, res in results.items():
-        if "origin" in res:  # copied PyTorch baselines
-            lines.append(f"{name}: {res['kind'].upper()} ({res['scope']}) on {res['device']}, {res['date']}")
-            energy_rows_ = [r for r in res["rows"] if "joules_per_op" in r]
-            for r in energy_rows_:
-                lines.append(f"  {r['case']:<40} {r['joules_per_op']:.3f} J per product at {r['avg_watts']:.0f} W")
-            if len(energy_rows_) == 2:
-                lines.append(f"  dense / sparse: {energy_rows_[0]['joules_per_op'] / energy_rows_[1]['joules_per_op']:.1f}x"
-                             " fewer joules with the sparse kernel")
-            lines.append(f"  origin: {res['origin']}")
-        else:  # written by benchmarks/energy.py
-            lines.append(f"{name}: MEASURED by {res['script']} on {res['gpu']}, {res['date']}")
-            for r in res["rows"]:
-                lines.append(f"  {r['tokens']:>5} tokens  {r['case']:<22} {r['joules_per_call']:.4g} J per call "
-                             f"({r['kind']}, {r['scope']}), {r.get('energy_ratio_vs_dense', float('nan')):.2f}x "
-                             "fewer joules than dense")
-    if not any(res.get("script") == "benchmarks/energy.py" for res in results.values()):
+    if baselines:
+        lines.append(f"{PYTORCH_BASELINES.name}: MEASURED (GPU board), {PYTORCH_BASELINES_METHOD}")
+        for r in baselines:
+            lines.append(f"  {r['case']:<40} {r['joules_per_op']:.3f} J per product at {r['avg_watts']:.0f} W")
+        if len(baselines) == 2:
+            lines.append(f"  dense / sparse: {baselines[0]['joules_per_op'] / baselines[1]['joules_per_op']:.1f}x"
+                         " fewer joules with the sparse kernel")
+        lines.append("  origin: benchmarks/pytorch_baselines.py (PyTorch's own kernels, not the lab's)")
+    for name, res in results.items():  # written by benchmarks/energy.py
+        lines.append(f"{name}: MEASURED by {res['script']} on {res['gpu']}, {res['date']}")
+        for r in res["rows"]:
+            lines.append(f"  {r['tokens']:>5} tokens  {r['case']:<22} {r['joules_per_call']:.4g} J per call "
+                         f"({r['kind']}, {r['scope']}), {r.get('energy_ratio_vs_dense', float('nan')):.2f}x "
+                         "fewer joules than dense")
+    if not results:
         lines.append("The lab's own kernels have no measured GPU joules yet: run `python benchmarks/energy.py` on an "
                      "NVIDIA GPU and commit benchmarks/results/energy_<gpu>.json.")
     return "\n".join(lines)
