@@ -114,6 +114,19 @@ def split_k_output(x: torch.Tensor, m: int, n: int, split_k: int) -> tuple[torch
     return out, out.stride(0)
 
 
+def reduce_split_k(out: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """Finish a launch made with :func:`split_k_output`: add the partial sums (and then the bias).
+
+    A 2-D ``out`` was written directly by the kernel (bias included) and is returned as it is.
+    """
+    if out.dim() == 2:
+        return out
+    y = out.sum(0)
+    if bias is not None:
+        y += bias.float()
+    return y.to(dtype)
+
+
 def num_sms(device: torch.device) -> int:
     """Streaming multiprocessors on ``device`` (132 on an H100/H200); a nominal 4 on the CPU."""
     if device.type == "cuda":

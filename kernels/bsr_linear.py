@@ -229,12 +229,7 @@ def bsr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     rt.launch(lambda pipeline: kernel[grid](
         x, crow, col, values, bias if bias is not None else x, out, m, n, k, nnzb, split_k, x.stride(0), n, stride_os,
         BS=bs, BLOCK_N=block_n, PARTIAL=split_k > 1, HAS_BIAS=bias is not None and split_k == 1, CAST_FP32=cast, PIPELINE=pipeline))
-    if split_k == 1:
-        return out
-    y = out.sum(0)
-    if bias is not None:
-        y += bias.float()
-    return y.to(x.dtype)
+    return rt.reduce_split_k(out, bias, x.dtype)
 
 
 def bsr_linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -228,12 +228,7 @@ def semi24_linear(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
                  m, n, k, split_k, x.stride(0), values.stride(0), meta.stride(0), n, stride_os,
                  BLOCK_K=BLOCK_K, PARTIAL=split_k > 1, HAS_BIAS=bias is not None and split_k == 1,
                  CAST_FP32=rt.interpreting() and x.dtype == torch.bfloat16, **extra)
-    if split_k == 1:
-        return out
-    y = out.sum(0)
-    if bias is not None:
-        y += bias.float()
-    return y.to(x.dtype)
+    return rt.reduce_split_k(out, bias, x.dtype)
 
 
 def semi24_linear_reference(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
