@@ -45,7 +45,7 @@ MARGIN = 1.05
 #: "auto" keeps (and times) CSR only at or below this density: CSR moves 3x the bytes of dense per
 #: kept weight and runs without tensor cores, so above it CSR cannot win (kernels/csr_linear.py).
 CSR_MAX_DENSITY = 0.1
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+from labkit.utils import RESULTS_DIR  # noqa: E402
 
 
 def gpu_results_path(device: torch.device | str = "cuda") -> Path | None:

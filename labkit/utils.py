@@ -5,9 +5,14 @@ import os
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
+
+#: Where benchmark and sweep scripts write the JSON results that notebooks read: ``benchmarks/results``
+#: of this checkout, or ``$LABKIT_RESULTS`` (for an installed, non-editable copy of labkit).
+RESULTS_DIR = Path(os.environ.get("LABKIT_RESULTS", Path(__file__).resolve().parent.parent / "benchmarks" / "results"))
 
 #: Thread count notebooks pin, so CPU results agree between a laptop and CI (2 cores).
 DEFAULT_THREADS = 2

@@ -192,7 +192,7 @@ def exchange_diagram(send_counts: Sequence[Sequence[int]]) -> go.Figure:
 # ------------------------------------------------------------------------------------------------
 # Committed results (written by benchmarks/moe.py and benchmarks/moe_train_sweep.py)
 # ------------------------------------------------------------------------------------------------
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+from labkit.utils import RESULTS_DIR  # noqa: E402
 
 
 def load_train_sweep(path: Path | str | None = None) -> dict:

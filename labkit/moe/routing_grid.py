@@ -21,13 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from labkit.moe.layers import MoEFeedForward, capacity_mask, count_parameters, expert_capacity
+from labkit.utils import RESULTS_DIR
 
 EXPERTS = (2, 4, 8, 16)
 TOP_K = (1, 2, 3, 4)
 BALANCE_WEIGHTS = (0.0, 0.01, 0.1)
 CAPACITY_FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, None)  # None: dropless
 D_MODEL, D_FF, N_TYPES = 16, 16, 16
-GRID_JSON = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "moe_routing_grid.json"
+GRID_JSON = RESULTS_DIR / "moe_routing_grid.json"
 
 
 @dataclass(frozen=True)

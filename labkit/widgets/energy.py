@@ -358,7 +358,7 @@ def published_figures() -> list[dict]:
 
 
 #: Where benchmark scripts write their JSON (present in a source checkout).
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+from labkit.utils import RESULTS_DIR  # noqa: E402
 
 
 #: PyTorch's own sparse paths measured on an H200 by ``benchmarks/pytorch_baselines.py``; its rows in

@@ -23,8 +23,9 @@ import numpy as np
 import plotly.graph_objects as go
 
 from labkit.plots import COLORS, rounded, style
+from labkit.utils import RESULTS_DIR
 
-SWEEP_PATH = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "results" / "pruning_sweep_cpu.json"
+SWEEP_PATH = RESULTS_DIR / "pruning_sweep_cpu.json"
 #: Human names of the sweep's methods, for legends and tables.
 LABELS = {"random": "random", "magnitude": "magnitude (per layer)", "global_magnitude": "global magnitude",
           "block": "block", "structured": "structured (units removed)", "small_dense": "small dense",

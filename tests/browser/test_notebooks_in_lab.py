@@ -128,7 +128,7 @@ def open_notebook(page, server, name: str) -> None:
 
 def run_cell_by_cell(page, skip: set[int]) -> list[float]:
     """Run every cell in order (but those in ``skip``), waiting for each to finish; return their seconds."""
-    page.evaluate(f"() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
     n = page.evaluate(f"() => {CURRENT}.content.widgets.length")
     seconds = []
     for i in range(n):
