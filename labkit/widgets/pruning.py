@@ -432,7 +432,8 @@ class PruningExplorer(widgets.VBox):
             self.hist_fig.layout.title.text = (f"|w| of {layer}" + (f": threshold {threshold:.3f}" if threshold is not None
                                                                    else ": no single threshold for this choice"))
         with self.mask_fig.batch_update():
-            self.mask_fig.data[0].z = entry["masks"][layer][::-1].astype(np.uint8).tolist()  # row 0 at the top
+            # a uint8 array travels to the browser as compact binary, not a JSON list of 32k numbers
+            self.mask_fig.data[0].z = np.ascontiguousarray(entry["masks"][layer][::-1], dtype=np.uint8)  # row 0 at the top
             rows, cols = self.table["shapes"][layer]
             self.mask_fig.layout.title.text = f"mask of {layer} ({rows} x {cols}), blue = kept"
         with self.layers_fig.batch_update():
