@@ -4,15 +4,27 @@
   split into train / validation / test tensors. Tune on validation, report on test, once.
 * :func:`text_corpus` - a character-level corpus made of Python's own help topics
   (``pydoc_data.topics``, shipped with every CPython), with a vocabulary and a train / validation split.
+* :func:`pydoc_topics` - those help topics as the lab pins them. Their text changes between Python
+  versions, so the lab ships the Python 3.11.7 copy (``labkit/tables/pydoc_topics.json.gz``) and checks
+  its SHA-256: every Python gives the same corpus, and so the same numbers.
 
 Nothing is downloaded, and the same seed always gives the same split.
 """
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
+
+#: The pinned help topics (Python 3.11.7's ``pydoc_data.topics``) and the SHA-256 of their JSON text.
+PYDOC_TOPICS_PATH = Path(__file__).resolve().parent / "tables" / "pydoc_topics.json.gz"
+PYDOC_TOPICS_SHA256 = "4717ccc51e2e7bd1eed2feddb0bcb5a7da19a1a923fd2f258cf81e4285e31683"
 
 
 @dataclass(frozen=True)
@@ -149,8 +161,7 @@ def text_corpus(max_chars: int = 400_000, val_fraction: float = 0.1) -> TextCorp
         max_chars: keep at most this many characters (the full text is about 700k on Python 3.11).
         val_fraction: share of the text kept for validation.
     """
-    from pydoc_data.topics import topics
-
+    topics = pydoc_topics()
     if not isinstance(max_chars, int) or isinstance(max_chars, bool) or max_chars < 1000:
         raise ValueError(f"max_chars must be an int >= 1000, got {max_chars!r}")
     _check_fraction("val_fraction", val_fraction)
@@ -161,3 +172,18 @@ def text_corpus(max_chars: int = 400_000, val_fraction: float = 0.1) -> TextCorp
     ids = torch.tensor([index[c] for c in text], dtype=torch.long)
     n_val = int(len(ids) * val_fraction)
     return TextCorpus(text, chars, ids[: len(ids) - n_val], ids[len(ids) - n_val :])
+
+
+@lru_cache(maxsize=1)
+def pydoc_topics() -> dict[str, str]:
+    """Python's help topics ``{name: text}`` as pinned by the lab (sorted by name).
+
+    The copy shipped in ``labkit/tables`` is checked against :data:`PYDOC_TOPICS_SHA256`, so a damaged
+    or edited file is an error rather than a silently different corpus. Treat the result as read-only.
+    """
+    blob = gzip.decompress(PYDOC_TOPICS_PATH.read_bytes())
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != PYDOC_TOPICS_SHA256:
+        raise RuntimeError(f"{PYDOC_TOPICS_PATH} has SHA-256 {digest}, expected {PYDOC_TOPICS_SHA256}: the file is "
+                           "damaged; restore it with `git checkout labkit/tables/pydoc_topics.json.gz`")
+    return json.loads(blob)

@@ -76,3 +76,20 @@ def test_text_corpus_rejects_bad_arguments():
         corpus.batch("val", 2, 10**7, torch.Generator())
     with pytest.raises(ValueError, match="ids"):
         corpus.decode([10**6])
+
+
+def test_pydoc_topics_are_pinned_and_checked(tmp_path, monkeypatch):
+    topics = data.pydoc_topics()
+    assert len(topics) == 79 and list(topics) == sorted(topics)
+    assert "The " in topics["assert"] and "assert" in topics["assert"]
+    # A damaged copy is an error naming the file and the fix, never a silently different corpus.
+    import gzip
+    bad = tmp_path / "pydoc_topics.json.gz"
+    bad.write_bytes(gzip.compress(b'{"assert": "edited"}'))
+    monkeypatch.setattr(data, "PYDOC_TOPICS_PATH", bad)
+    data.pydoc_topics.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="SHA-256.*git checkout"):
+            data.pydoc_topics()
+    finally:
+        data.pydoc_topics.cache_clear()
