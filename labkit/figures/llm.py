@@ -1,0 +1,192 @@
+"""Figures for notebook 06 (pruning a language model): one function per figure, data in, ``go.Figure`` out.
+
+* :func:`perplexity_figure`: perplexity against sparsity, one line per method x pattern, log y axis,
+  with the dense model and 1.5x dense marked.
+* :func:`input_norms_figure`: the input-feature norms of one layer (the outlier features that
+  break magnitude pruning) and the max / median ratio of every layer.
+* :func:`bytes_figure`: megabytes of the weights in each storage format, per pruned model.
+* :func:`speed_figure`: prompt (prefill) and generation (decode) tokens per second, side by side.
+* :func:`energy_figure`: estimated joules per generated token, two estimates side by side.
+
+Values are rounded before they enter a figure, so nbval sees the same JSON on every machine.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from labkit.plots import COLORS, rounded, style
+
+#: Human names for the sweep's methods and patterns (legends, tables, the explorer).
+METHOD_LABELS = {"dense": "dense", "magnitude": "magnitude (per row)", "magnitude_global": "magnitude (global)",
+                 "wanda": "Wanda", "sparsegpt": "SparseGPT", "structured": "structured (FFN channels)"}
+PATTERN_LABELS = {"unstructured": "unstructured", "2:4": "2:4", "4:8": "4:8", "ffn_channels": "FFN channels removed"}
+#: Teaching order: the baseline first, the best one-shot method after it, structured last.
+METHOD_ORDER = ("magnitude", "magnitude_global", "wanda", "sparsegpt", "structured")
+PATTERN_ORDER = ("unstructured", "2:4", "4:8", "ffn_channels")
+#: Perplexity above this is "the model is broken"; plotted at the cap so a log axis stays readable.
+PERPLEXITY_CAP = 1e5
+
+
+def case_label(method: str, pattern: str) -> str:
+    """``"Wanda, 2:4"``: the legend name of one method x pattern."""
+    if method == "structured" or pattern == "unstructured":
+        return METHOD_LABELS.get(method, method)
+    return f"{METHOD_LABELS.get(method, method)}, {PATTERN_LABELS.get(pattern, pattern)}"
+
+
+def case_order(method: str, pattern: str) -> tuple:
+    """Sort key putting method x pattern cases in teaching order (unknown names last, alphabetically)."""
+    def rank(name: str, order: tuple[str, ...]) -> int:
+        return order.index(name) if name in order else len(order)
+
+    return rank(method, METHOD_ORDER), method, rank(pattern, PATTERN_ORDER), pattern
+
+
+def _check_rows(rows: Sequence[Mapping], needed: Sequence[str]) -> list[Mapping]:
+    if isinstance(rows, Mapping) or not isinstance(rows, Sequence) or not rows:
+        raise TypeError("rows must be a non-empty list of sweep rows (dicts), e.g. the sweep file's 'rows'")
+    for r in rows:
+        missing = [k for k in needed if k not in r]
+        if missing:
+            raise ValueError(f"each row needs the fields {list(needed)}; a row lacks {missing}: {dict(r)}")
+    return list(rows)
+
+
+def _check_positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def perplexity_figure(rows: Sequence[Mapping], dense_perplexity: float, *, tolerance: float = 1.5,
+                      highlight: Mapping | None = None, title: str | None = None) -> go.Figure:
+    """Perplexity (log scale) against the share of block weights removed, one trace per method x pattern.
+
+    ``rows`` are sweep rows (``method, pattern, sparsity, perplexity``). Unstructured cases are lines;
+    N:M patterns (one sparsity each) are markers. Dotted lines mark dense and ``tolerance`` x dense.
+    ``highlight`` (one row) is drawn as a star: the explorer's current choice.
+    """
+    rows = _check_rows(rows, ("method", "pattern", "sparsity", "perplexity"))
+    dense = _check_positive("dense_perplexity", dense_perplexity)
+    tolerance = _check_positive("tolerance", tolerance)
+    groups: dict[tuple[str, str], list[Mapping]] = {}
+    for r in rows:
+        if r["method"] != "dense":
+            groups.setdefault((r["method"], r["pattern"]), []).append(r)
+    fig = go.Figure()
+    for (method, pattern), pts in sorted(groups.items(), key=lambda item: case_order(*item[0])):
+        pts = sorted(pts, key=lambda r: r["sparsity"])
+        colour = COLORS[case_order(method, pattern)[0] % len(COLORS)]  # one colour per method
+        fig.add_scatter(x=rounded([100 * r["sparsity"] for r in pts], 2),
+                        y=rounded([min(r["perplexity"], PERPLEXITY_CAP) for r in pts], 2),
+                        mode="lines+markers" if len(pts) > 1 else "markers", name=case_label(method, pattern),
+                        marker=dict(size=8 if len(pts) > 1 else 12, symbol="circle" if pattern == "unstructured"
+                                    else "diamond"), line_color=colour)
+    if highlight is not None:
+        fig.add_scatter(x=[round(100 * highlight["sparsity"], 2)],
+                        y=[round(min(highlight["perplexity"], PERPLEXITY_CAP), 2)], mode="markers", name="current",
+                        marker=dict(size=18, symbol="star", color=COLORS[7]))
+    fig.add_hline(y=round(dense, 2), line_dash="dot", line_color="grey", annotation_text=f"dense {dense:.2f}")
+    fig.add_hline(y=round(tolerance * dense, 2), line_dash="dash", line_color=COLORS[3],
+                  annotation_text=f"{tolerance:g}x dense", annotation_position="bottom right")
+    fig.update_xaxes(title="weights removed from the 30 blocks (%)")
+    fig.update_yaxes(title=f"perplexity (log scale; capped at {PERPLEXITY_CAP:.0e})", type="log")
+    return style(fig, title or "One-shot pruning of SmolLM2-135M: lower is better", height=420)
+
+
+def input_norms_figure(norms: Mapping[str, Sequence[float]], layer: str | None = None,
+                       title: str | None = None) -> go.Figure:
+    """Left: the L2 norm of every input feature of ``layer`` over the calibration tokens (log y).
+    Right: for every layer, its largest feature norm divided by the median one.
+
+    ``norms`` maps layer names to their per-input-feature norms (what ``labkit.llm.input_norms`` returns).
+    A ratio far above 1 means a few features carry huge activations: a small weight on such a feature
+    matters more than a large weight on a quiet one, which is what magnitude pruning gets wrong.
+    """
+    if not isinstance(norms, Mapping) or not norms:
+        raise TypeError("norms must be a non-empty dict {layer name: per-input-feature norms}")
+    layer = next(iter(norms)) if layer is None else layer
+    if layer not in norms:
+        raise ValueError(f"layer must be one of the norms' keys, e.g. {list(norms)[:3]}, got {layer!r}")
+    values = {name: np.asarray(v, dtype=float).ravel() for name, v in norms.items()}
+    ratios = {name: float(v.max() / np.median(v)) if np.median(v) > 0 else float("inf") for name, v in values.items()}
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45],
+                        subplot_titles=[f"input-feature norms of {layer}", "max / median feature norm, every layer"])
+    shown = values[layer]
+    fig.add_bar(x=list(range(len(shown))), y=rounded(shown, 3), marker_color=COLORS[0], name=layer, row=1, col=1)
+    fig.add_bar(x=list(range(len(ratios))), y=rounded(list(ratios.values()), 2), marker_color=COLORS[1],
+                hovertext=list(ratios), name="max / median", row=1, col=2)
+    fig.update_xaxes(title="input feature", row=1, col=1)
+    fig.update_yaxes(title="||X_j||, L2 over calibration tokens (log)", type="log", row=1, col=1)
+    fig.update_xaxes(title="layer (in model order)", row=1, col=2)
+    fig.update_yaxes(title="ratio (log)", type="log", row=1, col=2)
+    fig.update_layout(showlegend=False)
+    return style(fig, title, height=380)
+
+
+def bytes_figure(sizes: Mapping[str, Mapping[str, float]], title: str | None = None) -> go.Figure:
+    """Grouped bars: megabytes of the weights (x: storage format) for each model (one colour per model).
+
+    ``sizes`` maps a model label (``"dense"``, ``"Wanda 50%"``) to ``{format: bytes}``. A format a
+    model does not fit (2:4 packing for an unstructured mask) is simply absent from its dict.
+    """
+    if not isinstance(sizes, Mapping) or not sizes:
+        raise TypeError("sizes must be a non-empty dict {model label: {format: bytes}}")
+    formats: list[str] = []
+    for per_format in sizes.values():
+        if not isinstance(per_format, Mapping):
+            raise TypeError(f"each value of sizes must be a dict {{format: bytes}}, got {type(per_format).__name__}")
+        formats += [f for f in per_format if f not in formats]
+    fig = go.Figure()
+    for i, (label, per_format) in enumerate(sizes.items()):
+        fig.add_bar(x=formats, y=[round(per_format[f] / 1e6, 2) if f in per_format else None for f in formats],
+                    name=label, marker_color=COLORS[i % len(COLORS)])
+    fig.update_xaxes(title="storage format")
+    fig.update_yaxes(title="megabytes (whole model)")
+    return style(fig, title or "Bytes to store the model", height=380)
+
+
+def speed_figure(speeds: Mapping[str, Mapping[str, float]], title: str | None = None) -> go.Figure:
+    """Tokens per second of each model: prompt processing (prefill) left, generation (decode) right.
+
+    ``speeds`` maps a model label to ``{"prefill_tokens_per_s": .., "decode_tokens_per_s": ..}``
+    (what ``labkit.llm.speed`` returns, or a sweep row). The first model is the reference: each bar's
+    hover text gives its speed-up over it.
+    """
+    if not isinstance(speeds, Mapping) or not speeds:
+        raise TypeError("speeds must be a non-empty dict {model label: {'prefill_tokens_per_s', "
+                        "'decode_tokens_per_s'}}")
+    keys = ("prefill_tokens_per_s", "decode_tokens_per_s")
+    for label, s in speeds.items():
+        if not isinstance(s, Mapping) or any(k not in s for k in keys):
+            raise ValueError(f"speeds[{label!r}] must have the keys {keys}")
+    labels = list(speeds)
+    first = speeds[labels[0]]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["prompt (prefill), tokens/s", "generation (decode), tokens/s"])
+    for col, key in enumerate(keys, start=1):
+        values = [speeds[label][key] for label in labels]
+        fig.add_bar(x=labels, y=rounded(values, 1), marker_color=[COLORS[i % len(COLORS)] for i in range(len(labels))],
+                    hovertext=[f"{v / first[key]:.2f}x {labels[0]}" for v in values], showlegend=False, row=1, col=col)
+    fig.update_yaxes(title="tokens per second (higher is faster)", row=1, col=1)
+    return style(fig, title or "Speed on this CPU", height=380)
+
+
+def energy_figure(cases: Sequence[Mapping], title: str | None = None) -> go.Figure:
+    """Estimated millijoules per generated token: assumed power x time next to the FLOP/byte model.
+
+    ``cases`` are rows of :func:`labkit.experiments.llm_energy.energy_table` (``label``,
+    ``power_time_j``, ``model_j``). Both are *estimates*; the title says so.
+    """
+    cases = _check_rows(cases, ("label", "power_time_j", "model_j"))
+    labels = [c["label"] for c in cases]
+    fig = go.Figure()
+    fig.add_bar(x=labels, y=rounded([1000 * c["power_time_j"] for c in cases], 2), name="assumed power x time",
+                marker_color=COLORS[0])
+    fig.add_bar(x=labels, y=rounded([1000 * c["model_j"] for c in cases], 3), name="FLOP/byte model (Horowitz 45 nm)",
+                marker_color=COLORS[1])
+    fig.update_yaxes(title="millijoules per generated token (log)", type="log")
+    return style(fig, title or "Energy per generated token: ESTIMATED (no CPU energy sensor used)", height=380)

@@ -1,0 +1,104 @@
+"""The LLM pruning explorer and figures, driven from Python over a small synthetic sweep."""
+import copy
+
+import plotly.graph_objects as go
+import pytest
+
+from labkit.figures import llm as F
+from labkit.widgets import llm as W
+
+
+def _row(method, pattern, sparsity, ppl, decode=20.0, sample="Paris."):
+    dense_bytes = 538_000_000
+    return {"method": method, "pattern": pattern, "sparsity": sparsity, "block_sparsity": sparsity,
+            "model_sparsity": round(0.79 * sparsity, 4), "perplexity": ppl, "prune_seconds": 1.0,
+            "bytes": {"dense fp32": dense_bytes, "csr": int(dense_bytes * (1 - sparsity) * 2) + 1000},
+            "prefill_tokens_per_s": 400.0 * (1 + sparsity), "decode_tokens_per_s": decode, "sample": sample}
+
+
+@pytest.fixture
+def sweep():
+    rows = [_row("dense", "unstructured", 0.0, 17.5, sample="The capital of France is Paris.")]
+    for s, ppl in ((0.3, 30.0), (0.5, 263.0), (0.7, 56843.0)):
+        rows.append(_row("magnitude", "unstructured", s, ppl, sample="the the the"))
+    for s, ppl in ((0.3, 19.0), (0.5, 29.3), (0.7, 357.0)):
+        rows.append(_row("wanda", "unstructured", s, ppl))
+    rows.append(_row("wanda", "2:4", 0.5, 75.0))
+    rows.append(_row("sparsegpt", "unstructured", 0.5, 24.8))
+    for s, ppl in ((0.25, 40.0), (0.5, 120.0)):
+        rows.append(_row("structured", "ffn_channels", s, ppl, decode=20 * (1 + s)))
+    return {"schema": "llm_prune", "prompt": "What is the capital of France?", "rows": rows}
+
+
+def test_explorer_looks_up_every_control(sweep):
+    ex = W.LLMExplorer(sweep)
+    assert ex.method.value == "wanda" and ex.pattern.value == "unstructured"
+    assert [v for _, v in ex.sparsity.options] == [0.3, 0.5, 0.7]
+    ex.sparsity.value = 0.5
+    assert "29.30" in ex.status.value and "1.67x dense" in ex.status.value and "beyond 1.5x" in ex.status.value
+    star = ex.curve_fig.data[-1]
+    assert star.name == "current" and star.x == (50.0,) and star.y == (29.3,)
+    ex.pattern.value = "2:4"  # one sparsity only: the slider follows
+    assert [v for _, v in ex.sparsity.options] == [0.5] and "75.00" in ex.status.value
+    ex.method.value = "magnitude"
+    assert ex.pattern.value == "unstructured" and ex.sparsity.value == 0.5
+    assert "the the the" in ex.answer.value and "capital of France" in ex.answer.value
+    ex.method.value = "structured"
+    assert ex.pattern.value == "ffn_channels" and ex.sparsity.value == 0.5
+    assert ex.speed_fig.data[1].y == (20.0, 30.0) and ex.speed_fig.data[1].hovertext[1] == "1.50x dense"
+    assert ex.last_update_ms < 200
+
+
+def test_bytes_and_opacity_follow_the_case(sweep):
+    ex = W.LLMExplorer(sweep)
+    ex.sparsity.value = 0.7
+    dense_mb, pruned_mb = ex.bytes_fig.data[0].y, ex.bytes_fig.data[1].y
+    assert dense_mb[0] == pruned_mb[0] == 538.0 and pruned_mb[1] < dense_mb[1]
+    opaque = [t.name for t in ex.curve_fig.data[:-1] if t.opacity == 1.0]
+    assert opaque == ["Wanda"]
+
+
+def test_explorer_rejects_bad_sweeps(sweep):
+    with pytest.raises(TypeError, match="rows"):
+        W.LLMExplorer({"rows": []})
+    broken = copy.deepcopy(sweep)
+    del broken["rows"][3]["sample"]
+    with pytest.raises(ValueError, match="sample"):
+        W.LLMExplorer(broken)
+    no_dense = copy.deepcopy(sweep)
+    no_dense["rows"] = no_dense["rows"][1:]
+    with pytest.raises(ValueError, match="dense row"):
+        W.LLMExplorer(no_dense)
+
+
+def test_perplexity_figure(sweep):
+    rows = sweep["rows"][1:]
+    fig = F.perplexity_figure(rows, 17.5)
+    names = [t.name for t in fig.data]
+    assert names == ["magnitude (per row)", "Wanda", "Wanda, 2:4", "SparseGPT", "structured (FFN channels)"]
+    assert fig.layout.yaxis.type == "log"
+    assert [s.y0 for s in fig.layout.shapes] == [17.5, 26.25]
+    assert fig.data[0].y[-1] == 56843.0 and fig.data[2].mode == "markers" and fig.data[1].mode == "lines+markers"
+    with pytest.raises(ValueError, match="dense_perplexity"):
+        F.perplexity_figure(rows, 0)
+    with pytest.raises(ValueError, match="perplexity"):
+        F.perplexity_figure([{"method": "wanda", "pattern": "2:4", "sparsity": 0.5}], 17.5)
+    with pytest.raises(TypeError, match="list of sweep rows"):
+        F.perplexity_figure(rows[0], 17.5)
+
+
+def test_other_figures():
+    norms = {"layers.0.q_proj": [1.0, 1.0, 2.0, 50.0], "layers.0.down_proj": [1.0, 2.0, 2.0, 2.0]}
+    fig = F.input_norms_figure(norms)
+    assert fig.data[0].y == (1.0, 1.0, 2.0, 50.0) and fig.data[1].y == (33.33, 1.0)
+    with pytest.raises(ValueError, match="layer must be"):
+        F.input_norms_figure(norms, "nope")
+    fig = F.bytes_figure({"dense": {"dense fp32": 4e6, "bf16": 2e6}, "2:4": {"dense fp32": 4e6, "2:4": 2.5e6}})
+    assert list(fig.data[0].x) == ["dense fp32", "bf16", "2:4"] and fig.data[1].y == (4.0, None, 2.5)
+    fig = F.speed_figure({"dense": {"prefill_tokens_per_s": 100, "decode_tokens_per_s": 20},
+                          "structured": {"prefill_tokens_per_s": 150, "decode_tokens_per_s": 26}})
+    assert fig.data[1].hovertext == ("1.00x dense", "1.30x dense")
+    with pytest.raises(ValueError, match="decode_tokens_per_s"):
+        F.speed_figure({"dense": {"prefill_tokens_per_s": 1}})
+    fig = F.energy_figure([{"label": "dense", "power_time_j": 0.4, "model_j": 0.003}])
+    assert isinstance(fig, go.Figure) and fig.data[0].y == (400.0,) and "ESTIMATED" in fig.layout.title.text
