@@ -14,10 +14,16 @@ one *per token count* from measurements:
 
   Dense is always a candidate, and a sparse path is chosen only when it beats dense by more than
   :data:`MARGIN`, so "auto" should never be much slower than the dense layer.
-* ``format="dense" | "bsr" | "2:4" | "csr"``: always that format (on a CPU without a GPU, the
-  Triton kernels run in the interpreter: correct, but a slow simulation).
+* ``format="dense" | "bsr" | "2:4" | "csr"``: always that format.
 
+Where it computes: on a CUDA GPU the lab's Triton kernels. On a CPU, PyTorch's own CPU paths
+(torch's CSR product for ``"csr"``, the dense product of the stored weight for ``"bsr"``/``"2:4"``:
+honest, no speed-up), unless ``use_triton=True`` asks for the Triton kernels in the interpreter
+(a slow simulation, used by the tests and notebook 03 to show the kernels give the same answer).
 Where triton is not installed the kernels fall back to their plain-torch references.
+
+:func:`sparsify` swaps every pruned ``nn.Linear`` of a model for a ``SparseLinear`` in place, and
+:func:`densify` swaps them back.
 Tolerance: outputs match the masked dense layer to :data:`labkit.kernels._runtime.TOLERANCE`
 (relative to the largest output: 2e-2 fp32 (TF32 on GPUs), 1e-2 fp16, 3e-2 bf16).
 """
@@ -92,8 +98,12 @@ class SparseLinear(nn.Module):
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, format: str = "auto",
-                 block: int | None = None):
+                 block: int | None = None, use_triton: bool | None = None):
         super().__init__()
+        if use_triton is not None and not isinstance(use_triton, bool):
+            raise TypeError(f"use_triton must be None (Triton on a GPU, PyTorch on a CPU), True or False, "
+                            f"got {use_triton!r}")
+        self.use_triton = use_triton
         if not isinstance(weight, torch.Tensor) or weight.layout != torch.strided or weight.dim() != 2:
             raise TypeError("weight must be a dense 2-D torch.Tensor (out_features, in_features)")
         if weight.dtype not in rt.DTYPES:
@@ -147,15 +157,21 @@ class SparseLinear(nn.Module):
         self._torch24 = None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, format: str = "auto", block: int | None = None) -> "SparseLinear":
+    def from_linear(cls, linear: nn.Linear, format: str = "auto", block: int | None = None,
+                    use_triton: bool | None = None) -> SparseLinear:
         """Build from a pruned ``nn.Linear`` (its current weight, masks from torch.nn.utils.prune applied)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
-        return cls(linear.weight.detach(), linear.bias, format=format, block=block)
+        return cls(linear.weight.detach(), linear.bias, format=format, block=block, use_triton=use_triton)
 
     def extra_repr(self) -> str:
+        flag = "" if self.use_triton is None else f", use_triton={self.use_triton}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, density={self.density:.3f}, "
-                f"format={self.format!r}, block={self.block}, formats={self._kept}")
+                f"format={self.format!r}, block={self.block}, formats={self._kept}{flag}")
+
+    def dense_weight(self) -> torch.Tensor:
+        """The (out_features, in_features) weight as a dense tensor (a detached copy), zeros included."""
+        return self.weight.detach().clone()
 
     # -- the sparse tensors, rebuilt as views of the buffers (so .to(device) moves them) --------
     def _bsr(self) -> torch.Tensor:
@@ -183,12 +199,26 @@ class SparseLinear(nn.Module):
             return F.linear(x, self._torch24, self.bias)
         return csr_linear(x, self._csr(), self.bias)
 
-    def _cpu_run(self, x: torch.Tensor, fmt: str) -> torch.Tensor:
-        """What "auto" uses on a CPU: torch's own CPU sparse paths (the interpreter is a simulation)."""
+    def _torch_run(self, x: torch.Tensor, fmt: str) -> torch.Tensor:
+        """PyTorch's own paths (what a CPU uses): torch's CSR product for "csr", else the dense product.
+
+        torch's CPU CSR product (MKL) has no fp16/bf16: it computes those in fp32 and rounds back.
+        """
         if fmt == "csr":
-            y = torch.sparse.mm(self._csr(), x.t()).t()
-            return y if self.bias is None else y + self.bias
+            csr = self._csr()
+            low = x.dtype != torch.float32 and x.device.type == "cpu"
+            if low:
+                csr = csr.to(torch.float32)
+            y = torch.sparse.mm(csr, (x.float() if low else x).t()).t()
+            y = y if self.bias is None else y + self.bias.to(y.dtype)
+            return y.to(x.dtype)
         return F.linear(x, self.weight, self.bias)
+
+    def _triton_here(self, x: torch.Tensor) -> bool:
+        """Whether this call runs the lab's Triton kernels (GPU) or PyTorch's paths (CPU, or asked for)."""
+        if self.use_triton is None:
+            return x.is_cuda
+        return self.use_triton
 
     # -- choosing ---------------------------------------------------------------------------------
     def candidates(self, device: torch.device) -> list[str]:
@@ -229,7 +259,7 @@ class SparseLinear(nn.Module):
         xb = torch.randn(bucket, self.in_features, device=x.device, dtype=x.dtype)
         times = {}
         for fmt in self.candidates(x.device):
-            fn = (lambda f=fmt: self.run(xb, f)) if x.is_cuda else (lambda f=fmt: self._cpu_run(xb, f))
+            fn = (lambda f=fmt: self.run(xb, f)) if x.is_cuda else (lambda f=fmt: self._torch_run(xb, f))
             try:
                 if x.is_cuda:
                     from triton.testing import do_bench
@@ -238,7 +268,7 @@ class SparseLinear(nn.Module):
                     from labkit.utils import median_time
                     times[fmt] = median_time(fn, repeats=5, warmup=1) * 1e3
             except Exception as e:  # a path that cannot run here is simply not a candidate
-                warnings.warn(f"SparseLinear: format {fmt} failed while measuring ({e!r}); skipped")
+                warnings.warn(f"SparseLinear: format {fmt} failed while measuring ({e!r}); skipped", stacklevel=2)
         self.timings[bucket] = times
         best = min(times, key=times.get)
         return best if times[best] * MARGIN < times["dense"] else "dense"
@@ -262,11 +292,95 @@ class SparseLinear(nn.Module):
         if not x2.is_contiguous():
             x2 = x2.contiguous()
         fmt = self.choose(x2.shape[0], x2)
-        if self.format == "auto" and not x2.is_cuda:
-            y = self._cpu_run(x2, fmt)
-        else:
-            y = self.run(x2, fmt)
+        y = self.run(x2, fmt) if self._triton_here(x2) else self._torch_run(x2, fmt)
         return y.reshape(*lead, self.out_features)
+
+
+def _tied(model: nn.Module) -> set[int]:
+    """ids of parameters reachable under more than one name (e.g. an LM head sharing the embedding)."""
+    seen: dict[int, int] = {}
+    for _, param in model.named_parameters(remove_duplicate=False):
+        seen[id(param)] = seen.get(id(param), 0) + 1
+    return {pid for pid, count in seen.items() if count > 1}
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the submodule called ``name`` (dotted path) by ``new``."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def sparsify(model: nn.Module, format: str = "auto", *, min_sparsity: float = 0.0,
+             skip: tuple[str, ...] | list[str] = (), block: int | None = None,
+             use_triton: bool | None = None) -> nn.Module:
+    """Swap every pruned ``nn.Linear`` of ``model`` for a :class:`SparseLinear`, in place.
+
+    A layer is swapped when its weight has zeros and a share of zeros of at least ``min_sparsity``.
+    Left alone: dense layers, layers whose weight is tied to another module (an LM head sharing
+    the embedding matrix: swapping it would untie them) and layers whose qualified name matches a
+    pattern in ``skip`` (``fnmatch`` style: ``"lm_head"``, ``"*.attn.*"``). Each new layer keeps
+    the old one's device, dtype and bias. ``format``, ``block`` and
+    ``use_triton`` are passed to :class:`SparseLinear`; a forced format that does not fit a layer
+    raises a ValueError naming the layer (skip it, or use ``"auto"``).
+
+    Returns ``model`` (a new ``SparseLinear`` if ``model`` itself is an ``nn.Linear``).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if format not in FORMATS + ("auto",):
+        raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")
+    if isinstance(min_sparsity, bool) or not isinstance(min_sparsity, (int, float)) or not 0 <= min_sparsity < 1:
+        raise ValueError(f"min_sparsity must be a number in [0, 1) (the share of zeros a layer needs), "
+                         f"got {min_sparsity!r}")
+    if isinstance(skip, str) or not all(isinstance(pattern, str) for pattern in skip):
+        raise TypeError(f"skip must be a tuple or list of layer-name patterns, e.g. ('lm_head',), got {skip!r}")
+    from fnmatch import fnmatchcase
+
+    tied = _tied(model)
+    chosen = []
+    for name, module in model.named_modules():
+        if type(module) is not nn.Linear or any(fnmatchcase(name, pattern) for pattern in skip):
+            continue  # subclasses of nn.Linear (quantized, LoRA, ...) may compute differently: left alone
+        if id(module.weight) in tied:
+            continue
+        w = module.weight.detach()
+        zeros = (w == 0).float().mean().item() if w.numel() else 0.0
+        if zeros > 0 and zeros >= min_sparsity:
+            chosen.append((name, module))
+    for name, module in chosen:
+        try:
+            new = SparseLinear.from_linear(module, format=format, block=block, use_triton=use_triton)
+        except ValueError as e:
+            raise ValueError(f"layer {name or '(the model)'!r}: {e}; pass skip=({name!r},) to leave it dense") from None
+        new.train(module.training)
+        if name == "":
+            return new
+        _swap(model, name, new)
+    return model
+
+
+def densify(model: nn.Module) -> nn.Module:
+    """Swap every :class:`SparseLinear` of ``model`` back for an ``nn.Linear`` (dense weight, same zeros), in place.
+
+    Returns ``model`` (a new ``nn.Linear`` if ``model`` itself is a ``SparseLinear``).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, SparseLinear):
+            continue
+        w = module.dense_weight()
+        linear = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
+                           device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(w)
+            if module.bias is not None:
+                linear.bias.copy_(module.bias)
+        linear.train(module.training)
+        if name == "":
+            return linear
+        _swap(model, name, linear)
+    return model
 
 
 # ================================================================================================

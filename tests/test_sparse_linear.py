@@ -23,12 +23,13 @@ def pruned_linear(kind: str, seed: int = 0, in_f: int = 96, out_f: int = 80, dty
     return lin.to(dtype)
 
 
+@pytest.mark.parametrize("use_triton", [None, True], ids=["torch-paths", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("fmt,kind", [("dense", "block"), ("bsr", "block"), ("csr", "block"), ("2:4", "nm"),
                                       ("auto", "block"), ("auto", "nm")])
-def test_formats_match_masked_dense(fmt, kind, dtype):
+def test_formats_match_masked_dense(fmt, kind, dtype, use_triton):
     lin = pruned_linear(kind, dtype=dtype)
-    layer = SparseLinear.from_linear(lin, format=fmt)
+    layer = SparseLinear.from_linear(lin, format=fmt, use_triton=use_triton)
     x = torch.randn(2, 3, 96).to(dtype)
     ref = torch.nn.functional.linear(x.double(), lin.weight.double(), lin.bias.double())
     out = layer(x)
@@ -93,6 +94,102 @@ def test_bad_inputs():
         layer(torch.randn(2, 95))
     with pytest.raises(TypeError, match="dtype"):
         layer(torch.randn(2, 96).half())
+
+
+def test_cpu_uses_torch_paths_unless_triton_is_asked_for(monkeypatch):
+    """On a CPU a forced format computes with PyTorch; use_triton=True runs the kernels (interpreter)."""
+    if torch.cuda.is_available():
+        pytest.skip("CPU dispatch")
+    import labkit.sparse as sparse_module
+
+    calls = []
+    monkeypatch.setattr(sparse_module, "bsr_linear", lambda *a, **k: calls.append("bsr") or torch.zeros(1))
+    lin = pruned_linear("block")
+    x = torch.randn(4, 96)
+    torch_layer = SparseLinear.from_linear(lin, format="bsr")
+    assert rt.rel_error(torch_layer(x), lin(x).double()) <= 1e-5 and calls == []
+    SparseLinear.from_linear(lin, format="bsr", use_triton=True).run(x, "bsr")
+    assert calls == ["bsr"]
+    with pytest.raises(TypeError, match="use_triton"):
+        SparseLinear.from_linear(lin, use_triton="yes")
+
+
+# ---- sparsify / densify ------------------------------------------------------------------------
+from labkit.sparse import densify, sparsify  # noqa: E402
+
+
+class TiedLM(nn.Module):
+    """A tiny language-model shape: embedding, two pruned blocks, an LM head tied to the embedding."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(32, 64)
+        self.blocks = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64, bias=False))
+        self.proj = nn.Linear(64, 64)  # left dense
+        self.head = nn.Linear(64, 32, bias=False)
+        self.head.weight = self.embed.weight  # tied
+        with torch.no_grad():
+            self.blocks[0].weight.mul_(prune.block_mask(self.blocks[0].weight, 0.75, 16))
+            self.blocks[2].weight.mul_(prune.nm_mask(self.blocks[2].weight, 2, 4))
+            self.embed.weight[:, :8] = 0  # zeros in the tied matrix: still left alone
+
+    def forward(self, tokens):
+        return self.head(self.proj(self.blocks(self.embed(tokens))))
+
+
+def test_sparsify_round_trip_keeps_outputs_and_leaves_tied_and_dense_layers():
+    model = TiedLM()
+    tokens = torch.randint(0, 32, (2, 5))
+    before = model(tokens)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert sparsify(model) is model
+    assert isinstance(model.blocks[0], SparseLinear) and isinstance(model.blocks[2], SparseLinear)
+    assert "bsr" in model.blocks[0].available and "2:4" in model.blocks[2].available
+    assert type(model.proj) is nn.Linear and type(model.head) is nn.Linear  # dense / tied: untouched
+    assert model.head.weight is model.embed.weight
+    assert rt.rel_error(model(tokens), before.double()) <= 1e-5
+    assert densify(model) is model
+    assert all(type(m) is not SparseLinear for m in model.modules())
+    assert type(model.blocks[0]) is nn.Linear and model.blocks[2].bias is None
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k  # the same weights, zeros included, under the same names
+    assert torch.equal(model(tokens), before)
+
+
+def test_sparsify_forced_format_skip_and_min_sparsity():
+    model = TiedLM()
+    with pytest.raises(ValueError, match=r"layer 'blocks.0'.*2:4.*skip"):
+        sparsify(model, "2:4")  # blocks.0 is block-pruned, not 2:4
+    assert all(type(m) is not SparseLinear for m in model.modules())  # nothing swapped before the error
+    sparsify(model, "2:4", skip=("blocks.0",))
+    assert type(model.blocks[0]) is nn.Linear and model.blocks[2].format == "2:4"
+    densify(model)
+    sparsify(model, min_sparsity=0.6)  # blocks.0 is 75% zeros, blocks.2 50%
+    assert isinstance(model.blocks[0], SparseLinear) and type(model.blocks[2]) is nn.Linear
+    densify(model)
+    sparsify(model, "csr", skip=("blocks.*",))
+    assert not any(isinstance(m, SparseLinear) for m in model.modules())
+
+
+def test_sparsify_a_bare_linear_and_bad_arguments():
+    lin = pruned_linear("block")
+    layer = sparsify(lin, "bsr")
+    assert isinstance(layer, SparseLinear) and layer.format == "bsr"
+    back = densify(layer)
+    assert type(back) is nn.Linear and torch.equal(back.weight, lin.weight) and torch.equal(back.bias, lin.bias)
+    assert sparsify(nn.Linear(8, 8)).__class__ is nn.Linear  # dense: returned as it is
+    with pytest.raises(TypeError, match="model"):
+        sparsify("model")
+    with pytest.raises(ValueError, match="format"):
+        sparsify(lin, "coo")
+    for bad in (1.0, -0.1, float("nan"), True, "0.5"):
+        with pytest.raises(ValueError, match="min_sparsity"):
+            sparsify(lin, min_sparsity=bad)
+    with pytest.raises(TypeError, match="skip"):
+        sparsify(lin, skip="lm_head")
+    with pytest.raises(TypeError, match="model"):
+        densify(None)
 
 
 # ---- byte and roofline arithmetic, and the GPU figures of notebook 03 ------------------------------
