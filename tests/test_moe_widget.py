@@ -53,13 +53,39 @@ def test_widget_responds_to_every_control(grid):
     w.capacity_factor.value = "0.5"
     dropped = list(w.figure.data[1].y)
     assert sum(dropped) == grid[(16, 4, 0.01)].dropped["0.5"] > 0
-    assert list(w.figure.data[2].y) == [grid[(16, 4, 0.01)].capacity["0.5"]] * 2
+    assert_capacity_line(w, grid[(16, 4, 0.01)].capacity["0.5"])
     w.capacity_factor.value = "dropless"
     assert sum(w.figure.data[1].y) == 0 and "dropped: <b>0</b>" in w.summary.value
+    assert w.figure.layout.shapes == ()  # no capacity without a capacity limit
     w.balance_weight.value = 0.0
     assert w.point().balance_weight == 0.0
     w.experts.value = 2  # top-k 4 is impossible with 2 experts: it is capped
     assert w.top_k.value == 2 and len(w.figure.data[0].y) == 2
+
+
+def assert_capacity_line(w: RoutingExplorer, capacity: int) -> None:
+    """The figure shows: bars on exactly the expert categories, and one dashed line across them at ``capacity``."""
+    names = [str(e) for e in range(w.experts.value)]
+    assert w.figure.layout.xaxis.type == "category" and list(w.figure.layout.xaxis.categoryarray) == names
+    for trace in w.figure.data:  # no trace adds a category (such as "-0.5" or "15.5") to the expert axis
+        assert list(trace.x) == names
+    (line,) = w.figure.layout.shapes
+    assert line.type == "line" and line.name == "capacity" and line.showlegend
+    # from the left edge of the first expert's bar to the right edge of the last one: the whole x axis
+    assert (line.xref, line.x0, line.x1) == ("x domain", 0, 1)
+    assert (line.yref, line.y0, line.y1) == ("y", capacity, capacity)
+    # the height is what drops tokens: no bar's processed part rises above it
+    assert max(w.figure.data[0].y) <= capacity
+
+
+def test_capacity_line_spans_the_experts_at_the_capacity(grid):
+    w = RoutingExplorer(grid)
+    for experts, top_k, cf in [(4, 1, "1.25"), (16, 2, "1"), (2, 2, "0.5"), (8, 4, "2")]:
+        w.experts.value, w.top_k.value, w.capacity_factor.value = experts, top_k, cf
+        p = w.point()
+        assert_capacity_line(w, p.capacity[cf])
+        # where the load exceeds the capacity, the bars show the excess as dropped
+        assert [r - min(r, p.capacity[cf]) for r in p.routed] == list(w.figure.data[1].y)
 
 
 def test_bad_grid_and_missing_file(tmp_path):

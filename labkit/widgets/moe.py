@@ -13,6 +13,12 @@ from labkit.moe.routing_grid import (BALANCE_WEIGHTS, CAPACITY_FACTORS, EXPERTS,
 from labkit.plots import COLORS, style
 
 
+def capacity_line(capacity: int) -> dict:
+    """A dashed horizontal line at height ``capacity`` across the bar chart, shown in the legend as "capacity"."""
+    return dict(type="line", xref="x domain", x0=0, x1=1, yref="y", y0=capacity, y1=capacity, name="capacity",
+                showlegend=True, line=dict(color="black", dash="dash"))
+
+
 class RoutingExplorer(widgets.VBox):
     """Sliders for experts (2-16), top-k (1-4), capacity factor and balancing weight; a load histogram and a summary.
 
@@ -31,9 +37,9 @@ class RoutingExplorer(widgets.VBox):
         self.balance_weight = widgets.SelectionSlider(options=list(BALANCE_WEIGHTS), value=0.01, description="balance w")
         self.figure = go.FigureWidget(go.Bar(x=[], y=[], marker_color=COLORS[0], name="processed"))
         self.figure.add_bar(x=[], y=[], marker_color=COLORS[3], name="dropped")
-        self.figure.add_scatter(x=[], y=[], mode="lines", line=dict(color="black", dash="dash"), name="capacity")
         style(self.figure, height=320)
-        self.figure.update_layout(barmode="stack", xaxis_title="expert", yaxis_title="token slots (of 1024 tokens)")
+        self.figure.update_layout(barmode="stack", xaxis=dict(title="expert", type="category"),
+                                  yaxis_title="token slots (of 1024 tokens)")
         self.summary = widgets.HTML()
         for control in (self.experts, self.top_k, self.capacity_factor, self.balance_weight):
             control.observe(self._update, names="value")
@@ -57,9 +63,11 @@ class RoutingExplorer(widgets.VBox):
         with self.figure.batch_update():
             self.figure.data[0].x, self.figure.data[0].y = names, list(load)
             self.figure.data[1].x, self.figure.data[1].y = names, [r - l for r, l in zip(routed, load)]
-            cap = p.capacity[cf] if cf != "dropless" else None
-            self.figure.data[2].x = [-0.5, e - 0.5] if cap is not None else []
-            self.figure.data[2].y = [cap, cap] if cap is not None else []
+            self.figure.layout.xaxis.categoryarray = names  # exactly the experts, in order
+            # The capacity is a horizontal line across the whole plot area at the capacity height. A shape with
+            # xref="x domain" spans the category axis from edge to edge without adding categories to it
+            # (a scatter trace at x = -0.5 .. E-0.5 would add "-0.5" and "15.5" as two extra categories).
+            self.figure.layout.shapes = [] if cf == "dropless" else [capacity_line(p.capacity[cf])]
             self.figure.layout.title.text = (f"{e} experts, top-{self.top_k.value}, capacity {cf}, "
                                              f"balance weight {self.balance_weight.value:g}")
         slots = p.tokens * min(self.top_k.value, e)
