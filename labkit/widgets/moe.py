@@ -8,8 +8,16 @@ from __future__ import annotations
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from labkit.moe.routing_grid import (BALANCE_WEIGHTS, CAPACITY_FACTORS, EXPERTS, D_FF, D_MODEL, GridPoint, cf_key,
-                                     load_routing_grid)
+from labkit.moe.routing_grid import (
+    BALANCE_WEIGHTS,
+    CAPACITY_FACTORS,
+    D_FF,
+    D_MODEL,
+    EXPERTS,
+    GridPoint,
+    cf_key,
+    load_routing_grid,
+)
 from labkit.plots import COLORS, style
 
 
