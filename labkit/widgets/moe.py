@@ -42,7 +42,8 @@ class RoutingExplorer(widgets.VBox):
         self.experts = widgets.SelectionSlider(options=list(EXPERTS), value=4, description="experts")
         self.top_k = widgets.IntSlider(value=1, min=1, max=4, description="top-k")
         self.capacity_factor = widgets.SelectionSlider(options=cf_options, value="1.25", description="capacity")
-        self.balance_weight = widgets.SelectionSlider(options=list(BALANCE_WEIGHTS), value=0.01, description="balance w")
+        self.balance_weight = widgets.SelectionSlider(options=list(BALANCE_WEIGHTS), value=0.01,
+                                                      description="balance w")
         self.figure = go.FigureWidget(go.Bar(x=[], y=[], marker_color=COLORS[0], name="processed"))
         self.figure.add_bar(x=[], y=[], marker_color=COLORS[3], name="dropped")
         style(self.figure, height=320)
@@ -70,7 +71,7 @@ class RoutingExplorer(widgets.VBox):
         names = [str(i) for i in range(e)]
         with self.figure.batch_update():
             self.figure.data[0].x, self.figure.data[0].y = names, list(load)
-            self.figure.data[1].x, self.figure.data[1].y = names, [r - l for r, l in zip(routed, load)]
+            self.figure.data[1].x, self.figure.data[1].y = names, [r - kept for r, kept in zip(routed, load, strict=True)]
             self.figure.layout.xaxis.categoryarray = names  # exactly the experts, in order
             # The capacity is a horizontal line across the whole plot area at the capacity height. A shape with
             # xref="x domain" spans the category axis from edge to edge without adding categories to it
