@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from labkit import checks
+
 #: The pinned help topics (Python 3.11.7's ``pydoc_data.topics``) and the SHA-256 of their JSON text.
 PYDOC_TOPICS_PATH = Path(__file__).resolve().parent / "tables" / "pydoc_topics.json.gz"
 PYDOC_TOPICS_SHA256 = "4717ccc51e2e7bd1eed2feddb0bcb5a7da19a1a923fd2f258cf81e4285e31683"
@@ -53,18 +55,12 @@ class Digits:
         return self.image_shape[0] * self.image_shape[1]
 
 
-def _check_fraction(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number between 0 and 1, got {type(value).__name__}")
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be strictly between 0 and 1, got {value}")
-
-
-def _check_seed(seed: int) -> None:
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+def _share(name: str, value: float) -> float:
+    """A share of the data held out: a fraction strictly between 0 and 1 (an empty split breaks training)."""
+    value = checks.fraction(name, value)
+    if value == 0.0:
+        raise ValueError(f"{name} must be > 0 (a held-out split needs at least one example), got 0")
+    return value
 
 
 def digits(seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15, flat: bool = True) -> Digits:
@@ -79,9 +75,9 @@ def digits(seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.1
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    _check_seed(seed)
-    _check_fraction("val_fraction", val_fraction)
-    _check_fraction("test_fraction", test_fraction)
+    checks.nonneg_int("seed", seed)
+    val_fraction = _share("val_fraction", val_fraction)
+    test_fraction = _share("test_fraction", test_fraction)
     if val_fraction + test_fraction >= 0.9:
         raise ValueError(
             f"val_fraction + test_fraction must leave at least 10% for training, got {val_fraction + test_fraction:.2f}"
@@ -136,15 +132,17 @@ class TextCorpus:
             raise ValueError(f"ids must lie in [0, {self.vocab_size}), got {bad[:5]}")
         return "".join(self.chars[int(i)] for i in ids)
 
-    def batch(self, split: str, batch_size: int, block_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, split: str, batch_size: int, block_size: int,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Random ``(inputs, next-character targets)`` windows of ``block_size`` tokens, nanoGPT style."""
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        checks.choice("split", split, ("train", "val"))
         data = self.train if split == "train" else self.val
-        if not isinstance(block_size, int) or not 1 <= block_size < len(data):
+        if checks.positive_int("block_size", block_size) >= len(data):
             raise ValueError(f"block_size must be an int in [1, {len(data) - 1}], got {block_size!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        checks.positive_int("batch_size", batch_size)
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}; "
+                            "pass torch.Generator().manual_seed(0)")
         starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
         x = torch.stack([data[s : s + block_size] for s in starts.tolist()])
         y = torch.stack([data[s + 1 : s + 1 + block_size] for s in starts.tolist()])
@@ -162,9 +160,9 @@ def text_corpus(max_chars: int = 400_000, val_fraction: float = 0.1) -> TextCorp
         val_fraction: share of the text kept for validation.
     """
     topics = pydoc_topics()
-    if not isinstance(max_chars, int) or isinstance(max_chars, bool) or max_chars < 1000:
+    if checks.positive_int("max_chars", max_chars) < 1000:
         raise ValueError(f"max_chars must be an int >= 1000, got {max_chars!r}")
-    _check_fraction("val_fraction", val_fraction)
+    val_fraction = _share("val_fraction", val_fraction)
     text = "\n\n".join(topics[k] for k in sorted(topics))
     text = "".join(c for c in text if c == "\n" or 32 <= ord(c) < 127)[:max_chars]
     chars = tuple(sorted(set(text)))

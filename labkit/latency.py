@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
+from labkit import checks
 from labkit.plots import rounded, style
-from labkit.utils import check_positive_int, median_time
+from labkit.utils import median_time
 
 #: The keys of each row :func:`cpu_linear_latency` returns, and the paths it times.
 PATHS = ("dense_ms", "masked_ms", "structured_ms", "csr_ms")
@@ -42,20 +43,21 @@ def cpu_linear_latency(out_features: int = 1024, in_features: int = 1024, tokens
     the smallest-magnitude entries (unstructured); the structured layer keeps
     ``round((1 - sparsity) * out_features)`` rows, the same nonzero count.
     """
-    from labkit.prune import check_sparsity, magnitude_mask
+    from labkit.prune import magnitude_mask
 
-    out_features = check_positive_int("out_features", out_features)
-    in_features = check_positive_int("in_features", in_features)
-    tokens = check_positive_int("tokens", tokens)
-    repeats = check_positive_int("repeats", repeats)
-    if isinstance(sparsities, (int, float)) or not len(sparsities):
-        raise ValueError(f"sparsities must be a non-empty list of fractions in [0, 1), got {sparsities!r}")
-    sparsities = [check_sparsity(s, "sparsities[...]") for s in sparsities]
+    out_features = checks.positive_int("out_features", out_features)
+    in_features = checks.positive_int("in_features", in_features)
+    tokens = checks.positive_int("tokens", tokens)
+    repeats = checks.positive_int("repeats", repeats)
+    seed = checks.nonneg_int("seed", seed)
+    if isinstance(sparsities, (str, bytes)) or not isinstance(sparsities, Sequence):
+        raise TypeError(f"sparsities must be a list of fractions in [0, 1) such as (0.5, 0.9), got {sparsities!r}")
+    if not sparsities:
+        raise ValueError("sparsities must hold at least one fraction in [0, 1), got an empty list")
+    sparsities = [checks.fraction(f"sparsities[{i}]", s) for i, s in enumerate(sparsities)]
     gen = torch.Generator().manual_seed(seed)
     weight = torch.randn(out_features, in_features, generator=gen)
     x = torch.randn(tokens, in_features, generator=gen)
-    xt = x.t().contiguous()
-
     rows = []
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
@@ -63,12 +65,7 @@ def cpu_linear_latency(out_features: int = 1024, in_features: int = 1024, tokens
             masked = weight * magnitude_mask(weight, s)
             small = weight[: max(1, round((1 - s) * out_features))].contiguous()
             csr = masked.to_sparse_csr()
-            paths = {
-                "dense_ms": lambda: F.linear(x, weight),
-                "masked_ms": lambda: F.linear(x, masked),
-                "structured_ms": lambda: F.linear(x, small),
-                "csr_ms": lambda: torch.sparse.mm(csr, xt),
-            }
+            paths = _paths(x, weight, masked, small, csr)
             # Interleave the paths over 3 rounds and keep each path's best median: a burst of load
             # from other programs then slows one round, not one path.
             best = dict.fromkeys(paths, math.inf)
@@ -79,11 +76,22 @@ def cpu_linear_latency(out_features: int = 1024, in_features: int = 1024, tokens
     return rows
 
 
+def _paths(x: torch.Tensor, weight: torch.Tensor, masked: torch.Tensor, small: torch.Tensor,
+           csr: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
+    """The four products :func:`cpu_linear_latency` times, as functions of no arguments."""
+    xt = x.t().contiguous()
+    return {
+        "dense_ms": lambda: F.linear(x, weight),
+        "masked_ms": lambda: F.linear(x, masked),
+        "structured_ms": lambda: F.linear(x, small),
+        "csr_ms": lambda: torch.sparse.mm(csr, xt),
+    }
+
+
 def _check_rows(rows: Sequence[dict], key: str) -> None:
     if not isinstance(rows, Sequence) or not rows or not all(isinstance(r, dict) for r in rows):
         raise TypeError("rows must be the non-empty list of dicts that cpu_linear_latency returns")
-    if key not in PATHS:
-        raise ValueError(f"key must be one of {PATHS}, got {key!r}")
+    checks.choice("key", key, PATHS)
     missing = [k for k in ("sparsity", "dense_ms", key) if k not in rows[0]]
     if missing:
         raise ValueError(f"rows lack the keys {missing}; pass the output of cpu_linear_latency")
@@ -97,8 +105,7 @@ def crossover(rows: Sequence[dict], key: str = "csr_ms", margin: float = 0.1) ->
     Requiring it to *stay* faster keeps one lucky timing from declaring a crossover.
     """
     _check_rows(rows, key)
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
-        raise ValueError(f"margin must be a fraction in [0, 1) such as 0.1 (10% faster), got {margin!r}")
+    margin = checks.fraction("margin", margin)
     # Sparsity 0 is the baseline itself (the "structured" layer is the dense one), never a crossover.
     ordered = sorted((r for r in rows if r["sparsity"] > 0), key=lambda r: r["sparsity"])
     found = None
@@ -132,5 +139,8 @@ def latency_figure(rows: Sequence[dict], title: str | None = "Linear layer laten
 def speedup_table(rows: Sequence[dict]) -> list[dict]:
     """Each path's speed-up over dense (``dense_ms / path_ms``) per sparsity, rounded to 2 decimals."""
     _check_rows(rows, "csr_ms")
-    return [{"sparsity": r["sparsity"], **{k.replace("_ms", ""): round(r["dense_ms"] / r[k], 2) if r[k] > 0 else math.inf
-                                           for k in PATHS if k != "dense_ms"}} for r in rows]
+    def ratio(r: dict, k: str) -> float:
+        return round(r["dense_ms"] / r[k], 2) if r[k] > 0 else math.inf
+
+    return [{"sparsity": r["sparsity"], **{k.replace("_ms", ""): ratio(r, k) for k in PATHS if k != "dense_ms"}}
+            for r in rows]

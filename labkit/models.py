@@ -11,16 +11,18 @@ the same class and copy the surviving weights over.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from labkit import checks
+from labkit.utils import count_parameters  # noqa: F401 - re-exported: models.count_parameters
+
 
 def _check_width(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return checks.positive_int(name, value)
 
 
 def _check_widths(name: str, values: Sequence[int], allow_empty: bool = False) -> tuple[int, ...]:
@@ -36,9 +38,7 @@ class _Seeded:
     """Context manager: initialise weights from ``seed`` without touching the global RNG state."""
 
     def __init__(self, seed: int | None):
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-        self.seed = seed
+        self.seed = None if seed is None else checks.nonneg_int("seed", seed)
         self._fork = None
 
     def __enter__(self):
@@ -71,7 +71,7 @@ class MLP(nn.Module):
         widths = (self.in_features, *self.hidden, self.n_classes)
         layers: list[nn.Module] = []
         with _Seeded(seed):
-            for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            for i, (a, b) in enumerate(pairwise(widths)):
                 layers.append(nn.Linear(a, b))
                 if i < len(widths) - 2:
                     layers.append(nn.ReLU())
@@ -139,11 +139,8 @@ MODEL_KINDS = ("mlp", "cnn")
 
 def build(kind: str, seed: int | None = 0, **kwargs) -> MLP | SmallCNN:
     """Build ``"mlp"`` (:class:`MLP`) or ``"cnn"`` (:class:`SmallCNN`) with the lab's default sizes."""
-    if kind == "mlp":
-        return MLP(seed=seed, **kwargs)
-    if kind == "cnn":
-        return SmallCNN(seed=seed, **kwargs)
-    raise ValueError(f"kind must be one of {MODEL_KINDS}, got {kind!r}")
+    kind = checks.choice("kind", kind, MODEL_KINDS)
+    return MLP(seed=seed, **kwargs) if kind == "mlp" else SmallCNN(seed=seed, **kwargs)
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -151,13 +148,6 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return {name: m for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
-
-
-def count_parameters(model: nn.Module) -> int:
-    """All parameters (weights and biases), zeros included."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return sum(p.numel() for p in model.parameters())
 
 
 class MoEClassifier(nn.Module):
@@ -172,8 +162,9 @@ class MoEClassifier(nn.Module):
         super().__init__()
         from labkit.moe import MoEFeedForward
 
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        checks.nonneg_int("seed", seed)
+        for name, v in (("in_features", in_features), ("d_model", d_model), ("n_classes", n_classes)):
+            checks.positive_int(name, v)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.embed = nn.Linear(in_features, d_model)

@@ -46,15 +46,5 @@ def test_reproducible_seeds_torch():
         utils.reproducible(0, threads=0)
 
 
-def test_checks_name_the_argument():
-    assert utils.check_fraction("sparsity", 0.5) == 0.5
-    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
-        utils.check_fraction("sparsity", 1.0)
-    with pytest.raises(TypeError, match="sparsity"):
-        utils.check_fraction("sparsity", "0.5")
-    with pytest.raises(ValueError, match="repeats"):
-        utils.check_positive_int("repeats", 0)
-
-
 def test_median_time_is_positive():
     assert utils.median_time(lambda: sum(range(100)), repeats=3, warmup=1) > 0
