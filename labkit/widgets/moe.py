@@ -71,7 +71,7 @@ class RoutingExplorer(widgets.VBox):
         names = [str(i) for i in range(e)]
         with self.figure.batch_update():
             self.figure.data[0].x, self.figure.data[0].y = names, list(load)
-            self.figure.data[1].x, self.figure.data[1].y = names, [r - kept for r, kept in zip(routed, load, strict=True)]
+            self.figure.data[1].x, self.figure.data[1].y = names, [r - k for r, k in zip(routed, load, strict=True)]
             self.figure.layout.xaxis.categoryarray = names  # exactly the experts, in order
             # The capacity is a horizontal line across the whole plot area at the capacity height. A shape with
             # xref="x domain" spans the category axis from edge to edge without adding categories to it
