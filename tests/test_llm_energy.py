@@ -1,0 +1,53 @@
+"""Energy per generated token (both estimates) and carbon per million tokens, by hand."""
+import pytest
+
+from labkit import carbon
+from labkit.energy import op_energy_table
+from labkit.experiments import llm_energy as E
+
+
+def test_power_times_time_by_hand():
+    assert E.assumed_watts(2) == 8.0
+    assert E.joules_per_token(20.0, 8.0) == pytest.approx(0.4)
+    # twice as fast = half the joules: the only thing this estimate can credit
+    assert E.joules_per_token(40.0, 8.0) == pytest.approx(0.2)
+
+
+def test_model_prices_flops_and_bytes_with_horowitz():
+    pj = op_energy_table()
+    work = E.decode_work(weights_read=1000, weight_bytes=4000)
+    assert (work.flops, work.bytes_moved) == (2000, 4000)
+    want = 1000 * (pj["fp32 mult"] + pj["fp32 add"]) * 1e-12 + 4000 * pj["32b DRAM read"] / 4 * 1e-12
+    assert E.model_joules(work) == pytest.approx(want)
+    # bytes dominate a decode step: halving the bytes nearly halves the modelled energy
+    half = E.model_joules(E.decode_work(1000, 2000))
+    assert 0.45 < half / E.model_joules(work) < 0.55
+
+
+def test_table_and_carbon():
+    cases = [{"label": "dense", "decode_tokens_per_s": 20.0, "weights_read": 134_515_008, "weight_bytes": 538_060_032},
+             {"label": "Wanda 50%, CSR", "decode_tokens_per_s": 10.0, "weights_read": 81_430_848,
+              "weight_bytes": 538_060_032 // 2}]
+    rows = E.energy_table(cases, threads=2, region="FRA")
+    assert [r["label"] for r in rows] == ["dense", "Wanda 50%, CSR"]
+    # slower, so more joules by power x time; fewer bytes, so fewer by the model
+    assert rows[1]["power_time_j"] == pytest.approx(2 * rows[0]["power_time_j"])
+    assert rows[1]["model_j"] < rows[0]["model_j"]
+    g = carbon.intensity("FRA").g_per_kwh
+    assert rows[0]["g_per_million_power_time"] == pytest.approx(0.4 * 1e6 / 3.6e6 * g)
+    text = E.energy_text(rows, region="FRA")
+    assert "ESTIMATED" in text and "CodeCarbon" in text and "Horowitz" in text
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: E.joules_per_token(0.0, 8.0), "tokens_per_s must be > 0"),
+    (lambda: E.joules_per_token(float("nan"), 8.0), "tokens_per_s"),
+    (lambda: E.assumed_watts(0), "threads"),
+    (lambda: E.decode_work(0, 10), "weights_read"),
+    (lambda: E.energy_table([]), "non-empty list"),
+    (lambda: E.energy_table([{"label": "x", "decode_tokens_per_s": 1.0}]), "weights_read"),
+    (lambda: E.grams_per_million(1.0, "Atlantis"), "unknown region"),
+])
+def test_bad_input_is_named(call, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        call()
