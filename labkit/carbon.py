@@ -16,6 +16,8 @@ import csv
 from dataclasses import dataclass
 from importlib import resources
 
+from labkit import checks
+
 JOULES_PER_KWH = 3.6e6
 DAYS_PER_YEAR = 365
 
@@ -66,15 +68,9 @@ def intensity(region: str) -> GridIntensity:
 
 
 def _check_number(name: str, value: float, *, positive: bool = False, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"{name} must be finite, got {value}")
+    value = checks.finite(name, value, low=minimum)
     if positive and not value > 0:
         raise ValueError(f"{name} must be > 0, got {value:g}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum:g}, got {value:g}")
     return value
 
 
@@ -132,8 +128,7 @@ def footprint(joules: float, region: str, *, pue: float = 1.0, price_per_kwh: fl
     if pue < 1.0:
         raise ValueError(f"pue must be >= 1.0 (1.0 = device energy only; data centres average about 1.58), got {pue:g}")
     price = _check_number("price_per_kwh", price_per_kwh, minimum=0.0)
-    if energy_kind not in ENERGY_KINDS:
-        raise ValueError(f"energy_kind must be one of {ENERGY_KINDS}, got {energy_kind!r}")
+    checks.choice("energy_kind", energy_kind, ENERGY_KINDS)
     grid = intensity(region)
     it_kwh = joules / JOULES_PER_KWH
     facility = it_kwh * pue
@@ -144,6 +139,8 @@ def footprint(joules: float, region: str, *, pue: float = 1.0, price_per_kwh: fl
 def by_region(joules: float, region_codes: list[str] | None = None, pue: float = 1.0) -> dict[str, float]:
     """kgCO2e of the same ``joules`` in each region (all bundled regions by default)."""
     codes = region_codes if region_codes is not None else regions()
+    if isinstance(codes, str) or not all(isinstance(c, str) for c in codes):
+        raise TypeError(f"region_codes must be a list of region codes such as ['FRA', 'POL'], got {region_codes!r}")
     return {code: footprint(joules, code, pue=pue).kg_co2e for code in codes}
 
 
@@ -189,7 +186,8 @@ class Deployment:
         """Every input and step, in words."""
         g = self.grid
         return [
-            f"{self.requests_per_day:,.0f} requests/day x {DAYS_PER_YEAR} days x {self.joules_per_request:.4g} J/request "
+            f"{self.requests_per_day:,.0f} requests/day x {DAYS_PER_YEAR} days x "
+            f"{self.joules_per_request:.4g} J/request "
             f"({self.energy_kind}) = {self.active_kwh_per_year:.4g} kWh/year active",
             f"idle share {self.idle_share:.0%} of device energy: device total = active / (1 - idle share) = "
             f"{self.device_kwh_per_year:.4g} kWh/year",
@@ -217,10 +215,7 @@ def deployment(requests_per_day: float, joules_per_request: float, region: str, 
     pue = _check_number("pue", pue)
     if pue < 1.0:
         raise ValueError(f"pue must be >= 1.0 (1.0 = device energy only), got {pue:g}")
-    idle = _check_number("idle_share", idle_share, minimum=0.0)
-    if idle >= 1.0:
-        raise ValueError(f"idle_share must be in [0, 1): the share of device energy spent idle, got {idle:g}")
+    idle = checks.fraction("idle_share", idle_share)  # the share of device energy spent idle
     price = _check_number("price_per_kwh", price_per_kwh, minimum=0.0)
-    if energy_kind not in ENERGY_KINDS:
-        raise ValueError(f"energy_kind must be one of {ENERGY_KINDS}, got {energy_kind!r}")
+    checks.choice("energy_kind", energy_kind, ENERGY_KINDS)
     return Deployment(requests, jpr, pue, intensity(region), idle, price, currency, energy_kind)

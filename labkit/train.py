@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labkit import checks
 from labkit.data import Split
 
 #: Dense training defaults: tested to reach ~97% (MLP) and ~98% (CNN) on the digits test split.
@@ -30,15 +31,15 @@ def _check_model_split(model: nn.Module, split: Split) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(split, Split):
-        raise TypeError(f"split must be a labkit.data.Split (e.g. labkit.data.digits().train), got {type(split).__name__}")
+        raise TypeError("split must be a labkit.data.Split (e.g. labkit.data.digits().train), "
+                        f"got {type(split).__name__}")
     if len(split) == 0:
-        raise ValueError("split is empty")
+        raise ValueError("split is empty: pass a split with at least one example")
 
 
 def steps_per_epoch(split: Split, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
     """How many optimizer steps one epoch over ``split`` takes (the last batch may be short)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = checks.positive_int("batch_size", batch_size)
     return -(-len(split) // batch_size)
 
 
@@ -60,15 +61,12 @@ def train(model: nn.Module, split: Split, epochs: int = DEFAULT_EPOCHS, lr: floa
         progress: show a tqdm bar over epochs.
     """
     _check_model_split(model, split)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+    epochs = checks.nonneg_int("epochs", epochs)
+    if checks.finite("lr", lr) <= 0:
         raise ValueError(f"lr must be a positive number such as 3e-3, got {lr!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = checks.nonneg_int("seed", seed)
     n_steps = steps_per_epoch(split, batch_size)
-    if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    weight_decay = checks.finite("weight_decay", weight_decay, low=0.0)
     if on_step is not None and not callable(on_step):
         raise TypeError(f"on_step must be a function step -> None, got {type(on_step).__name__}")
 
@@ -124,8 +122,7 @@ def pretrained(kind: str = "mlp", seed: int = 0, epochs: int = DEFAULT_EPOCHS, l
     """
     from labkit import cache, data, models
 
-    if kind not in models.MODEL_KINDS:
-        raise ValueError(f"kind must be one of {models.MODEL_KINDS}, got {kind!r}")
+    checks.choice("kind", kind, models.MODEL_KINDS)
     # Float sums depend on the thread count, so weights trained with 1 and 2 threads differ in the
     # last bits: keep them apart in the cache.
     config = {"kind": kind, "seed": seed, "epochs": epochs, "lr": lr, "data_seed": data_seed,

@@ -84,5 +84,5 @@ def test_bad_inputs(call, match):
 
 
 def test_type_errors():
-    with pytest.raises(TypeError, match="joules must be a number"):
+    with pytest.raises(TypeError, match="joules must be a real number"):
         carbon.footprint("1 J", "FRA")

@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labkit import checks
 from labkit.cache import cached
 from labkit.data import TextCorpus
-from labkit.moe.layers import MoEFeedForward, MoEStats, SwiGLU, active_parameters, count_parameters
+from labkit.moe.layers import MoEFeedForward, SwiGLU, active_parameters, count_parameters
 
 #: Bump when training code changes, so stale cached weights are never read.
 CACHE_VERSION = 3
@@ -55,19 +56,19 @@ class GPTConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.ffn not in ("dense", "moe"):
-            raise ValueError(f"ffn must be 'dense' or 'moe', got {self.ffn!r}")
+        checks.choice("ffn", self.ffn, ("dense", "moe"))
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "block_size", "d_ff", "n_experts",
                      "top_k", "steps", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            checks.positive_int(name, getattr(self, name))
+        for name in ("balance_weight", "z_weight", "noise_std"):
+            checks.finite(name, getattr(self, name), low=0.0)
+        if checks.finite("lr", self.lr) <= 0:
+            raise ValueError(f"lr must be > 0 such as 3e-3, got {self.lr!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.top_k > self.n_experts:
             raise ValueError(f"top_k ({self.top_k}) must be <= n_experts ({self.n_experts})")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        checks.nonneg_int("seed", self.seed)
 
 
 class Block(nn.Module):
@@ -150,13 +151,16 @@ class TrainResult:
 
 def _check_model(model: object) -> None:
     if not isinstance(model, TinyGPT):
-        raise TypeError(f"model must be a labkit.moe.tiny_gpt.TinyGPT (e.g. train(...).model()), got {type(model).__name__}")
+        raise TypeError("model must be a labkit.moe.tiny_gpt.TinyGPT (e.g. train(...).model()), "
+                        f"got {type(model).__name__}")
 
 
 @torch.no_grad()
 def evaluate(model: TinyGPT, corpus: TextCorpus, batches: int = 8, batch_size: int = 32, seed: int = 1234) -> float:
     """Mean validation cross-entropy (nats per character) on fixed, seeded windows."""
     _check_model(model)
+    batches = checks.positive_int("batches", batches)
+    checks.nonneg_int("seed", seed)
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -220,11 +224,11 @@ def train(cfg: GPTConfig, corpus: TextCorpus, log_every: int = 10, use_cache: bo
     if not isinstance(cfg, GPTConfig):
         raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__}")
     if not isinstance(corpus, TextCorpus):
-        raise TypeError(f"corpus must be a labkit.data.TextCorpus (labkit.data.text_corpus()), got {type(corpus).__name__}")
+        raise TypeError("corpus must be a labkit.data.TextCorpus (labkit.data.text_corpus()), "
+                        f"got {type(corpus).__name__}")
     if cfg.vocab_size != corpus.vocab_size:
         raise ValueError(f"cfg.vocab_size ({cfg.vocab_size}) must equal corpus.vocab_size ({corpus.vocab_size})")
-    if not isinstance(log_every, int) or log_every < 1:
-        raise ValueError(f"log_every must be a positive int, got {log_every!r}")
+    checks.positive_int("log_every", log_every)
     if not use_cache:
         return _train(cfg, corpus, log_every, progress)
     key = {**asdict(cfg), "log_every": log_every, "corpus_chars": len(corpus.text), "threads": TRAIN_THREADS}
@@ -248,16 +252,18 @@ def flops_per_token(model: TinyGPT, corpus: TextCorpus, batch_size: int = 4) -> 
     return counter.get_total_flops() / x.numel()
 
 
-def tokens_per_second(model: TinyGPT, corpus: TextCorpus, steps: int = 20, batch_size: int = 16, warmup: int = 3) -> float:
-    """Training throughput (forward + backward + AdamW step, ``TRAIN_THREADS`` threads) in tokens/s, on a copy of ``model``.
+def tokens_per_second(model: TinyGPT, corpus: TextCorpus, steps: int = 20, batch_size: int = 16,
+                      warmup: int = 3) -> float:
+    """Training throughput in tokens/s (forward + backward + AdamW step, ``TRAIN_THREADS`` threads), on a copy.
 
     The first ``warmup`` steps are not timed (allocations, lazy initialisation).
     """
     import copy
 
     _check_model(model)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    steps = checks.positive_int("steps", steps)
+    warmup = checks.nonneg_int("warmup", warmup)
+    batch_size = checks.positive_int("batch_size", batch_size)
     model = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
@@ -279,7 +285,8 @@ def summary(result: TrainResult, corpus: TextCorpus) -> dict:
     if not isinstance(result, TrainResult):
         raise TypeError(f"result must be a TrainResult (from train()), got {type(result).__name__}")
     model = result.model()
-    return {"ffn": model.cfg.ffn, "d_ff": model.cfg.d_ff, "n_experts": model.cfg.n_experts if model.cfg.ffn == "moe" else 1,
+    n_experts = model.cfg.n_experts if model.cfg.ffn == "moe" else 1
+    return {"ffn": model.cfg.ffn, "d_ff": model.cfg.d_ff, "n_experts": n_experts,
             "val_loss": result.val_loss, "total_params": count_parameters(model),
             "active_params": active_parameters(model), "flops_per_token": flops_per_token(model, corpus)}
 
@@ -310,7 +317,9 @@ def layer_inputs(model: TinyGPT, idx: torch.Tensor, layer: int = 0) -> torch.Ten
     """The hidden states (tokens, d_model) that MoE layer ``layer`` receives for the batch ``idx``."""
     _check_model(model)
     moe = model.moe_layers()
-    if not 0 <= layer < len(moe):
+    if not moe:
+        raise ValueError("model has no MoE layer (cfg.ffn is 'dense'): pass a model built with ffn='moe'")
+    if not 0 <= checks.nonneg_int("layer", layer) < len(moe):
         raise ValueError(f"layer must be in [0, {len(moe) - 1}] (the model's MoE layers), got {layer}")
     captured = []
     handle = moe[layer].register_forward_pre_hook(lambda mod, args: captured.append(args[0].detach()))
@@ -321,11 +330,3 @@ def layer_inputs(model: TinyGPT, idx: torch.Tensor, layer: int = 0) -> torch.Ten
     finally:
         handle.remove()
     return captured[0].reshape(-1, model.cfg.d_model)
-
-
-def moe_stats_of(model: TinyGPT, idx: torch.Tensor) -> list[MoEStats]:
-    """Run ``model`` on ``idx`` and return each MoE layer's statistics (and keep their routing)."""
-    model.eval()
-    with torch.no_grad():
-        model(idx)
-    return [m.last_stats for m in model.moe_layers()]
