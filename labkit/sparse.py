@@ -387,6 +387,8 @@ def densify(model: nn.Module) -> nn.Module:
 # Byte and roofline arithmetic per format, and the GPU results the notebook shows
 # ================================================================================================
 
+from labkit import results  # noqa: E402
+
 #: PyTorch's own sparse paths measured on an H200 (benchmarks/pytorch_baselines.py produced it).
 PYTORCH_BASELINES = RESULTS_DIR / "pytorch_baselines_h200_2026-11-28.json"
 #: Assumption of the roofline model: CUDA-core FMA throughput / tensor-core throughput on Hopper
@@ -443,15 +445,28 @@ def model_time(fmt: str, m: int, n: int, k: int, density: float, peak_tflops: fl
     return max(flops / peak, nbytes / (bandwidth_tbs * 1e12))
 
 
+def baseline_rows(path: Path | str = PYTORCH_BASELINES) -> list[dict]:
+    """The rows of the committed PyTorch-baseline file, checked by :func:`labkit.results.read`."""
+    return results.read(path, "pytorch_baselines")["rows"]
+
+
+def _one(rows: list[dict], **fields) -> dict:
+    """The one row whose fields equal ``fields`` (a missing or doubled row is an error, not a wrong number)."""
+    sel = [r for r in rows if all(r.get(k) == v for k, v in fields.items())]
+    if len(sel) != 1:
+        raise ValueError(f"expected one baseline row with {fields}, found {len(sel)}")
+    return sel[0]
+
+
 def measured_roofs(path: Path = PYTORCH_BASELINES) -> dict:
     """Peak tensor-core TFLOP/s and memory TB/s of the H200, both *measured* with dense ``F.linear``.
 
     Peak: dense bf16 8192^3. Bandwidth: dense bf16 at 16 tokens moves the 8192x8192 weight (plus x
     and y) once; bytes / time is the bandwidth cuBLAS reached (a lower bound of the hardware's).
     """
-    rows = {r["case"]: r for r in json.loads(Path(path).read_text())}
-    big = rows["linear M=8192 K=N=8192 bf16"]
-    small = rows["linear M=16 K=N=8192 bf16"]
+    rows = baseline_rows(path)
+    big = _one(rows, op="linear", M=8192, N=8192, K=8192)
+    small = _one(rows, op="linear", M=16, N=8192, K=8192)
     moved = 8192 * 8192 * 2 + 2 * 16 * 8192 * 2
     return {"peak_tflops": big["tflops"], "bandwidth_tbs": round(moved / (small["ms"] * 1e-3) / 1e12, 2),
             "source": f"{Path(path).name}: dense bf16 F.linear at 8192 and 16 tokens"}
@@ -546,24 +561,25 @@ def pytorch_baselines_figure(path: Path = PYTORCH_BASELINES):
 
     from labkit.plots import rounded, style
 
-    rows = json.loads(Path(path).read_text())
+    rows = baseline_rows(path)
     fig = go.Figure()
     dens = [0.5, 0.25, 0.1, 0.05, 0.01]
     fig.add_trace(go.Scatter(x=dens, y=rounded([1 / d for d in dens], 2), name="ideal 1/density", mode="lines",
                              line=dict(color="grey", dash="dot")))
     for m in (8192, 16):
         for bs in (64, 32):
-            sel = [r for r in rows if r["case"].startswith(f"torch bsr_dense_mm M={m} bs={bs} ")]
-            d = [float(r["case"].split("density=")[1]) for r in sel]
+            sel = [r for r in rows if r["section"] == "bsr" and r["op"] == "bsr_dense_mm" and r["M"] == m
+                   and r["block"] == bs]
+            d = [r["density"] for r in sel]
             fig.add_trace(go.Scatter(x=d, y=rounded([r["speedup_vs_dense"] for r in sel], 3), mode="lines+markers",
                                      name=f"BSR bsr_dense_mm {bs}x{bs}, M={m} (bf16)"))
     csr = [r for r in rows if r["section"] == "csr"]
-    fig.add_trace(go.Scatter(x=[float(r["case"].split("density=")[1]) for r in csr],
+    fig.add_trace(go.Scatter(x=[r["density"] for r in csr],
                              y=rounded([r["speedup_vs_dense"] for r in csr], 3), mode="lines+markers",
                              name="cuSPARSE CSR, M=4096 (fp32)"))
-    s24 = [r for r in rows if r["section"] == "2:4" and r["case"].startswith("default")]
+    s24 = [r for r in rows if r["section"] == "2:4" and r["op"] == "semi_structured_linear"]
     fig.add_trace(go.Scatter(x=[0.5] * len(s24), y=rounded([r["speedup_vs_dense"] for r in s24], 3), mode="markers+text",
-                             text=[r["case"].split("linear ")[1].split(" ")[0] for r in s24], textposition="middle right",
+                             text=[f"M={r['M']}" for r in s24], textposition="middle right",
                              name="2:4 cuSPARSELt (bf16)", marker=dict(size=10, symbol="diamond")))
     fig.add_hline(y=1.0, line_color="black", line_width=1)
     fig.update_xaxes(type="log", title="density (share of weights kept)", autorange="reversed")
@@ -573,23 +589,23 @@ def pytorch_baselines_figure(path: Path = PYTORCH_BASELINES):
 
 def pytorch_baselines_table(path: Path = PYTORCH_BASELINES) -> list[dict]:
     """The baseline rows with a speed-up over dense, as (case, ms, speed-up) for printing."""
-    return [{"case": r["case"], "ms": r["ms"], "speedup_vs_dense": r["speedup_vs_dense"]}
-            for r in json.loads(Path(path).read_text()) if "speedup_vs_dense" in r and r["section"] != "moe"]
+    return [{"case": r["label"], "ms": r["ms"], "speedup_vs_dense": r["speedup_vs_dense"]}
+            for r in baseline_rows(path) if "speedup_vs_dense" in r and r["section"] != "moe"]
 
 
 def baseline_facts(path: Path = PYTORCH_BASELINES) -> list[str]:
     """Sentences with the key numbers of PyTorch's own sparse paths, read from the committed file."""
-    rows = {r["case"]: r for r in json.loads(Path(path).read_text())}
+    rows = baseline_rows(path)
     out = []
-    csr = [r for r in rows.values() if r["section"] == "csr"]
+    csr = [r for r in rows if r["section"] == "csr"]
     out.append("cuSPARSE CSR vs dense (fp32, 4096 tokens): " + ", ".join(
-        f"density {r['case'].split('density=')[1]}: {r['speedup_vs_dense']}x (ideal {r['ideal_speedup']}x)" for r in csr))
+        f"density {r['density']:g}: {r['speedup_vs_dense']}x (ideal {r['ideal_speedup']}x)" for r in csr))
     for m in (8192, 16):
-        r = rows[f"torch bsr_dense_mm M={m} bs=64 density=0.1"]
+        r = _one(rows, section="bsr", op="bsr_dense_mm", M=m, block=64, density=0.1)
         out.append(f"torch bsr_dense_mm, 64x64 blocks, density 0.1, {m} tokens: {r['speedup_vs_dense']}x dense "
                    f"(ideal {r['ideal_speedup']}x)")
     for m in (8192, 64):
-        r = rows[f"default(cusparselt?) linear M={m} K=N=8192 bf16"]
+        r = _one(rows, op="semi_structured_linear", M=m, N=8192, K=8192)
         out.append(f"2:4 through to_sparse_semi_structured (cuSPARSELt), {m} tokens: {r['speedup_vs_dense']}x dense")
     return out
 

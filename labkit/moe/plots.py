@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from labkit import results
 from labkit.data import TextCorpus
 from labkit.moe.tiny_gpt import TinyGPT, TrainResult
 from labkit.plots import COLORS, rounded, style
@@ -200,7 +201,8 @@ def load_train_sweep(path: Path | str | None = None) -> dict:
     path = Path(path) if path is not None else RESULTS_DIR / "moe_train_cpu.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `python benchmarks/moe_train_sweep.py --only train`")
-    return json.loads(path.read_text())
+    sweep = results.read(path, "moe_train")
+    return {**sweep, "torch": sweep["versions"]["torch"]}  # notebook alias: remove at merge
 
 
 def sweep_table(sweep: Mapping) -> list[dict]:

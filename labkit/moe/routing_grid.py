@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from labkit import results
 from labkit.moe.layers import MoEFeedForward, capacity_mask, count_parameters, expert_capacity
 from labkit.utils import RESULTS_DIR
 
@@ -124,9 +125,9 @@ def load_routing_grid(path: Path | str | None = None) -> dict[tuple[int, int, fl
     path = Path(path) if path is not None else GRID_JSON
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `python benchmarks/moe_train_sweep.py --only grid` to make it")
-    data = json.loads(path.read_text())
+    data = results.read(path, "moe_routing_grid")
     points = {}
-    for p in data["points"]:
+    for p in data["rows"]:
         for name in ("routed",):
             p[name] = tuple(p[name])
         p["load"] = {k: tuple(v) for k, v in p["load"].items()}

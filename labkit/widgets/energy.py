@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labkit import carbon, energy
+from labkit import carbon, energy, results
 from labkit.data import Split
 from labkit.models import MoEClassifier
 from labkit.plots import COLORS, rounded, style
@@ -382,7 +382,8 @@ def pytorch_baseline_energy(path: Path | str = PYTORCH_BASELINES) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    return [r for r in json.loads(path.read_text()) if r.get("section") == "energy" and "joules_per_op" in r]
+    return [r for r in results.read(path, "pytorch_baselines")["rows"] if r["section"] == "energy"
+            and "joules_per_op" in r]
 
 
 def gpu_energy_summary(results: dict[str, dict] | None = None, baselines: list[dict] | None = None) -> str:
@@ -393,7 +394,7 @@ def gpu_energy_summary(results: dict[str, dict] | None = None, baselines: list[d
     if baselines:
         lines.append(f"{PYTORCH_BASELINES.name}: MEASURED (GPU board), {PYTORCH_BASELINES_METHOD}")
         for r in baselines:
-            lines.append(f"  {r['case']:<40} {r['joules_per_op']:.3f} J per product at {r['avg_watts']:.0f} W")
+            lines.append(f"  {r['label']:<40} {r['joules_per_op']:.3f} J per product at {r['avg_watts']:.0f} W")
         if len(baselines) == 2:
             lines.append(f"  dense / sparse: {baselines[0]['joules_per_op'] / baselines[1]['joules_per_op']:.1f}x"
                          " fewer joules with the sparse kernel")

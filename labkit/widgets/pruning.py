@@ -22,6 +22,7 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
+from labkit import results
 from labkit.plots import COLORS, rounded, style
 from labkit.utils import RESULTS_DIR
 
@@ -42,11 +43,8 @@ def load_sweep(path: str | Path | None = None) -> dict:
     path = Path(path) if path is not None else SWEEP_PATH
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `python benchmarks/pruning_sweep.py` to create it")
-    sweep = json.loads(path.read_text())
-    missing = [k for k in ("config", "runs", "torch", "date") if k not in sweep]
-    if missing:
-        raise ValueError(f"{path} is not a pruning sweep result (missing {missing})")
-    return sweep
+    sweep = results.read(path, "pruning_sweep")
+    return {**sweep, "runs": sweep["rows"], "torch": sweep["versions"]["torch"]}  # notebook alias: remove at merge
 
 
 def _check_model(sweep: dict, model: str) -> None:

@@ -1,0 +1,302 @@
+"""The results layer: one folder, one file shape, one reader for every benchmark and sweep result.
+
+Scripts in ``benchmarks/`` measure or train and write a JSON *envelope* with :func:`write`;
+notebooks, widgets and figures read it back with :func:`read`. Every file looks like::
+
+    {"schema": "moe_train",                       # which Schema below its rows follow
+     "script": "benchmarks/moe_train_sweep.py",   # the script that wrote it
+     "command": "python benchmarks/moe_train_sweep.py --only train",   # how to rebuild it
+     "date": "2026-11-28", "machine": "x86_64, 2 cores", "versions": {"python": ..., "torch": ...},
+     "rows": [{...}, {...}],                      # one flat dict per measurement
+     ...}                                         # extra top-level fields some schemas require
+
+Rows are typed records with structured fields (``M``, ``N``, ``K``, ``density``, ``block``,
+``dtype``...): a reader selects rows by comparing fields, never by parsing a label string.
+
+A file that is missing, truncated or has a field of the wrong type raises :class:`ResultsFileError`
+naming the file, the field and the command that rebuilds it, so a broken file is never read as a
+silently wrong number.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: Where benchmark and sweep scripts write their results and notebooks read them: ``benchmarks/results``
+#: of this checkout, or ``$LABKIT_RESULTS`` (for an installed, non-editable copy of labkit).
+RESULTS_DIR = Path(os.environ.get("LABKIT_RESULTS", Path(__file__).resolve().parent.parent / "benchmarks" / "results"))
+
+#: Fields every envelope has, and their types.
+ENVELOPE = {"schema": str, "script": str, "command": str, "date": str, "machine": str, "versions": dict,
+            "rows": list}
+
+# Field types. ``float`` accepts an int too (JSON writes 1.0 as 1.0, but a hand-made 1 is fine);
+# ``bool`` is never accepted as a number, and ``None`` only where a schema says so.
+NUMBER = (float, int)
+OPT_NUMBER = (float, int, type(None))
+OPT_INT = (int, type(None))
+OPT_STR = (str, type(None))
+
+
+class ResultsFileError(ValueError):
+    """A results file is missing, unreadable or does not match its schema (the message says how to rebuild it)."""
+
+
+class ResultsFileMissing(ResultsFileError, FileNotFoundError):
+    """A results file does not exist (the message says which command writes it)."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What one kind of results file holds.
+
+    ``required_fields``: field -> type (or tuple of types) that every row must have.
+    ``optional_fields``: field -> type checked only when a row has it.
+    ``extra``: top-level fields (beside the envelope) the file must have, with their types.
+    ``command``: the shell command that rebuilds the file, quoted in every error.
+    """
+
+    name: str
+    required_fields: Mapping[str, Any]
+    command: str
+    optional_fields: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: The usual file name in :data:`RESULTS_DIR` (without ``.json``), when the schema has one fixed file.
+    default_file: str | None = None
+
+
+SCHEMAS: dict[str, Schema] = {}
+
+
+def register(schema: Schema) -> Schema:
+    """Add ``schema`` to :data:`SCHEMAS` (a second schema of the same name is an error)."""
+    if schema.name in SCHEMAS and SCHEMAS[schema.name] != schema:
+        raise ValueError(f"a results schema named {schema.name!r} is already registered")
+    SCHEMAS[schema.name] = schema
+    return schema
+
+
+# ------------------------------------------------------------------------------------------------
+# The schemas of the files in benchmarks/results
+# ------------------------------------------------------------------------------------------------
+
+register(Schema(
+    "pruning_sweep", default_file="pruning_sweep_cpu", command="python benchmarks/pruning_sweep.py",
+    required_fields={"model": str, "seed": int, "method": str, "finetune": bool, "target_sparsity": NUMBER,
+                     "sparsity": NUMBER, "nonzeros": int, "val_acc": NUMBER, "test_acc": NUMBER,
+                     "layer_sparsity": dict},
+    optional_fields={"widths": list},
+    extra={"config": dict, "explorer_masks": dict}))
+
+register(Schema(
+    "moe_train", default_file="moe_train_cpu", command="python benchmarks/moe_train_sweep.py --only train",
+    required_fields={"model": str, "seed": int, "steps": int, "ffn": str, "d_ff": int, "n_experts": int,
+                     "val_loss": NUMBER, "total_params": int, "active_params": int, "flops_per_token": NUMBER,
+                     "tokens_per_s": NUMBER},
+    optional_fields={"final_load_layer0": list}))
+
+register(Schema(
+    "moe_routing_grid", default_file="moe_routing_grid", command="python benchmarks/moe_train_sweep.py --only grid",
+    required_fields={"n_experts": int, "top_k": int, "balance_weight": NUMBER, "routed": list, "load": dict,
+                     "dropped": dict, "capacity": dict, "tokens": int, "total_params": int, "active_params": int,
+                     "flops_per_token": NUMBER, "final_loss": NUMBER},
+    extra={"steps": int, "seed": int}))
+
+# PyTorch's own sparse paths on an H200. ``op`` names the call timed; ``label`` is the original
+# description, for printing only. Shape fields are None where they do not apply (the MoE rows).
+register(Schema(
+    "pytorch_baselines", default_file="pytorch_baselines_h200_2026-11-28",
+    command="python benchmarks/pytorch_baselines.py (needs an NVIDIA GPU; this file was measured on an H200)",
+    required_fields={"section": str, "op": str, "label": str, "ms": NUMBER, "M": OPT_INT, "N": OPT_INT,
+                     "K": OPT_INT, "dtype": str, "density": OPT_NUMBER, "block": OPT_INT, "backend": OPT_STR},
+    optional_fields={"speedup_vs_dense": NUMBER, "ideal_speedup": NUMBER, "rel_err": NUMBER, "tflops": NUMBER,
+                     "joules_per_op": NUMBER, "avg_watts": NUMBER, "experts": int, "top_k": int, "d_model": int,
+                     "d_ff": int},
+    extra={"gpu": str}))
+
+# benchmarks/kernels.py on a GPU (``<gpu-name>.json``), or its --smoke run on a CPU.
+register(Schema(
+    "kernels", command="python benchmarks/kernels.py (on an NVIDIA GPU; --smoke on a CPU)",
+    required_fields={"kernel": str, "M": int, "N": int, "K": int, "dtype": str, "density": NUMBER,
+                     "block": OPT_INT, "ms": OPT_NUMBER, "dense_ms": NUMBER, "baseline": OPT_STR,
+                     "baseline_ms": OPT_NUMBER, "speedup_vs_dense": OPT_NUMBER, "speedup_vs_baseline": OPT_NUMBER},
+    extra={"gpu": str, "smoke": bool}))
+
+# benchmarks/energy.py on an NVIDIA GPU with NVML (``energy_<gpu>.json``).
+register(Schema(
+    "energy", command="python benchmarks/energy.py (needs an NVIDIA GPU with NVML)",
+    required_fields={"case": str, "kernel": str, "M": int, "N": int, "K": int, "density": NUMBER, "block": int,
+                     "dtype": str, "kind": str, "scope": str, "joules_per_call": NUMBER, "ms_per_call": NUMBER,
+                     "avg_watts": NUMBER},
+    optional_fields={"energy_ratio_vs_dense": NUMBER, "dynamic_joules_per_call": OPT_NUMBER, "repeats": int,
+                     "window_s": NUMBER, "source": str, "idle_watts": dict, "warnings": list},
+    extra={"gpu": str}))
+
+# benchmarks/moe.py (``moe_<gpu>.json`` on a GPU; --smoke on a CPU writes only where told).
+register(Schema(
+    "moe_kernels", command="python benchmarks/moe.py (on an NVIDIA GPU; --smoke on a CPU)",
+    required_fields={"T": int, "ms": dict, "time_vs_dense": dict},
+    extra={"gpu": str, "smoke": bool}))
+
+# benchmarks/llm_prune_sweep.py: SmolLM2-135M pruned by each method and pattern.
+register(Schema(
+    "llm_prune", default_file="llm_prune_cpu", command="python benchmarks/llm_prune_sweep.py",
+    required_fields={"method": str, "pattern": str, "sparsity": NUMBER, "block_sparsity": NUMBER,
+                     "model_sparsity": NUMBER, "perplexity": NUMBER, "prune_seconds": NUMBER, "bytes": dict,
+                     "prefill_tokens_per_s": NUMBER, "decode_tokens_per_s": NUMBER, "sample": str}))
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing and reading
+# ------------------------------------------------------------------------------------------------
+
+def _schema(schema: str | Schema) -> Schema:
+    if isinstance(schema, Schema):
+        return schema
+    if schema not in SCHEMAS:
+        raise ValueError(f"schema must be one of {sorted(SCHEMAS)}, got {schema!r}")
+    return SCHEMAS[schema]
+
+
+def path_of(name_or_path: str | Path, folder: Path | str | None = None) -> Path:
+    """``name`` -> ``<folder or RESULTS_DIR>/<name>.json``; a path (with a folder or ``.json``) is kept as is."""
+    if not isinstance(name_or_path, (str, Path)) or not str(name_or_path):
+        raise TypeError(f"name_or_path must be a file name or a path, got {name_or_path!r}")
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or "/" in text or os.sep in text or text.endswith(".json"):
+        return Path(name_or_path)
+    return Path(folder if folder is not None else RESULTS_DIR) / f"{text}.json"
+
+
+def machine() -> str:
+    """A short description of this machine: CPU architecture, cores and the GPU if there is one."""
+    text = f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+def versions() -> dict[str, str]:
+    """Versions of python and of the libraries whose changes move the numbers."""
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "triton", "numpy", "transformers"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    torch = sys.modules.get("torch")
+    if torch is not None:  # the running torch (a local build may differ from the installed metadata)
+        out["torch"] = torch.__version__
+    return out
+
+
+def _is(value: Any, types: Any) -> bool:
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) and bool not in types:
+        return False  # True is an int in Python, never a number in a results file
+    return isinstance(value, types)
+
+
+def _type_names(types: Any) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join("null" if t is type(None) else t.__name__ for t in types)
+
+
+def check(data: Any, schema: str | Schema, source: str = "<data>") -> dict:
+    """Validate an envelope against ``schema``; return it, or raise :class:`ResultsFileError`."""
+    s = _schema(schema)
+
+    def fail(what: str) -> ResultsFileError:
+        return ResultsFileError(f"{source}: {what}. Rebuild it with: {s.command}")
+
+    if not isinstance(data, dict):
+        raise fail(f"expected a JSON object (a results envelope), got {type(data).__name__}")
+    for name, types in {**ENVELOPE, **s.extra}.items():
+        if name not in data:
+            raise fail(f"field {name!r} is missing (old file format, or not a {s.name!r} results file)")
+        if not _is(data[name], types):
+            raise fail(f"field {name!r} must be {_type_names(types)}, got {type(data[name]).__name__} "
+                       f"({str(data[name])[:40]!r})")
+    if data["schema"] != s.name:
+        raise fail(f"field 'schema' is {data['schema']!r}, expected {s.name!r}")
+    for i, row in enumerate(data["rows"]):
+        if not isinstance(row, dict):
+            raise fail(f"rows[{i}] must be an object, got {type(row).__name__}")
+        for name, types in s.required_fields.items():
+            if name not in row:
+                raise fail(f"rows[{i}] has no field {name!r}")
+            if not _is(row[name], types):
+                raise fail(f"rows[{i}].{name} must be {_type_names(types)}, got {type(row[name]).__name__} "
+                           f"({str(row[name])[:40]!r})")
+        for name, types in s.optional_fields.items():
+            if name in row and not _is(row[name], types):
+                raise fail(f"rows[{i}].{name} must be {_type_names(types)}, got {type(row[name]).__name__} "
+                           f"({str(row[name])[:40]!r})")
+    return data
+
+
+def read(name_or_path: str | Path, schema: str | Schema) -> dict:
+    """Read and validate a results envelope (``name`` is looked up in :data:`RESULTS_DIR`).
+
+    Raises :class:`ResultsFileMissing` when the file does not exist and :class:`ResultsFileError`
+    when it is not valid JSON or a field is missing or of the wrong type; both name the file, the
+    field and the command that rebuilds it.
+    """
+    s = _schema(schema)
+    path = path_of(name_or_path)
+    if not path.exists():
+        raise ResultsFileMissing(f"{path} is missing. Build it with: {s.command}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsFileError(f"{path}: not valid JSON (truncated or damaged: {e}). Rebuild it with: {s.command}") \
+            from None
+    return check(data, s, str(path))
+
+
+def write(name: str | Path, rows: Sequence[Mapping], *, script: str, schema: str | Schema,
+          extra: Mapping | None = None, command: str | None = None, folder: Path | str | None = None,
+          date: str | None = None, machine_text: str | None = None, versions_used: Mapping | None = None) -> Path:
+    """Validate ``rows`` and write them as one envelope; return the path written.
+
+    ``name``: a file name in ``folder`` (default :data:`RESULTS_DIR`), or a path. ``script``: the
+    script that produced the rows (relative to the repository). ``extra``: further top-level fields
+    (the schema says which are required). ``command``: how to rebuild this file (default: the schema's).
+    ``date``, ``machine_text`` and ``versions_used`` default to today, this machine and the running
+    versions; they are given only when re-shaping a file measured elsewhere (``scripts/reshape_results.py``).
+    The write is atomic (a unique temporary file, then a rename), so a reader never sees half a file.
+    """
+    s = _schema(schema)
+    if not isinstance(script, str) or not script:
+        raise TypeError(f"script must be the path of the script that made the rows, got {script!r}")
+    extra = dict(extra or {})
+    clash = set(extra) & set(ENVELOPE)
+    if clash:
+        raise ValueError(f"extra must not redefine the envelope fields {sorted(clash)}")
+    data = {"schema": s.name, "script": script, "command": command or s.command,
+            "date": date or dt.date.today().isoformat(), "machine": machine_text or machine(),
+            "versions": dict(versions_used) if versions_used is not None else versions(),
+            "rows": [dict(r) for r in rows], **extra}
+    path = path_of(name, folder)
+    check(data, s, str(path))  # never write a file that read() would refuse
+    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

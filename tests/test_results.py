@@ -1,0 +1,118 @@
+"""The results layer: one envelope, checked on read, with errors that name the file, the field and the fix."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from labkit import results
+
+ROW = {"model": "dense", "seed": 0, "steps": 10, "ffn": "dense", "d_ff": 8, "n_experts": 1, "val_loss": 1.5,
+       "total_params": 100, "active_params": 100, "flops_per_token": 200.0, "tokens_per_s": 1e4}
+COMMAND = results.SCHEMAS["moe_train"].command
+
+
+def _write(tmp_path, rows=(ROW,), **kw):
+    return results.write("train", list(rows), script="benchmarks/moe_train_sweep.py", schema="moe_train",
+                         folder=tmp_path, **kw)
+
+
+def test_round_trip(tmp_path):
+    path = _write(tmp_path, extra={"note": "x"})
+    assert path == tmp_path / "train.json"
+    data = results.read(path, "moe_train")
+    assert data["rows"] == [ROW]
+    assert data["schema"] == "moe_train" and data["script"] == "benchmarks/moe_train_sweep.py"
+    assert data["command"] == COMMAND and data["note"] == "x"
+    assert data["versions"]["torch"] and data["machine"] and len(data["date"]) == 10
+    assert [p.name for p in tmp_path.iterdir()] == ["train.json"]  # no temporary file left behind
+
+
+def test_name_is_looked_up_in_results_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    _write(tmp_path)
+    assert results.read("train", "moe_train")["rows"] == [ROW]
+
+
+def test_truncated_file_names_file_and_command(tmp_path):
+    path = _write(tmp_path)
+    path.write_text(path.read_text()[:-40])
+    with pytest.raises(results.ResultsFileError, match="not valid JSON") as e:
+        results.read(path, "moe_train")
+    assert str(path) in str(e.value) and COMMAND in str(e.value)
+
+
+def test_missing_field_names_row_and_field(tmp_path):
+    path = _write(tmp_path)
+    data = json.loads(path.read_text())
+    del data["rows"][0]["val_loss"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(results.ResultsFileError, match=r"rows\[0\] has no field 'val_loss'") as e:
+        results.read(path, "moe_train")
+    assert str(path) in str(e.value) and COMMAND in str(e.value)
+
+
+@pytest.mark.parametrize("field, value", [("seed", "0"), ("val_loss", "1.5"), ("d_ff", True), ("seed", 1.0)])
+def test_wrong_type_names_field(tmp_path, field, value):
+    path = _write(tmp_path)
+    data = json.loads(path.read_text())
+    data["rows"][0][field] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(results.ResultsFileError, match=rf"rows\[0\]\.{field} must be") as e:
+        results.read(path, "moe_train")
+    assert str(path) in str(e.value) and COMMAND in str(e.value)
+
+
+def test_old_format_and_wrong_schema(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"script": "x", "rows": []}))
+    with pytest.raises(results.ResultsFileError, match="field 'schema' is missing"):
+        results.read(old, "moe_train")
+    path = _write(tmp_path)
+    with pytest.raises(results.ResultsFileError, match="expected 'pruning_sweep'|field 'config' is missing"):
+        results.read(path, "pruning_sweep")
+    bare = tmp_path / "bare.json"
+    bare.write_text("[1, 2]")
+    with pytest.raises(results.ResultsFileError, match="expected a JSON object"):
+        results.read(bare, "moe_train")
+
+
+def test_missing_file_says_how_to_build_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="moe_train_sweep.py --only train"):
+        results.read(tmp_path / "nope.json", "moe_train")
+
+
+def test_write_refuses_bad_rows_and_arguments(tmp_path):
+    with pytest.raises(results.ResultsFileError, match=r"rows\[1\] has no field 'seed'"):
+        _write(tmp_path, rows=[ROW, {k: v for k, v in ROW.items() if k != "seed"}])
+    assert not list(tmp_path.iterdir())  # nothing written
+    with pytest.raises(ValueError, match="schema must be one of"):
+        results.write("x", [], script="s.py", schema="nope", folder=tmp_path)
+    with pytest.raises(ValueError, match="must not redefine"):
+        _write(tmp_path, extra={"rows": []})
+    with pytest.raises(ValueError):  # NaN is not JSON: never written as a silently odd number
+        _write(tmp_path, rows=[dict(ROW, val_loss=float("nan"))])
+
+
+@pytest.mark.parametrize("name, schema", [
+    ("pruning_sweep_cpu", "pruning_sweep"), ("moe_train_cpu", "moe_train"), ("moe_routing_grid", "moe_routing_grid"),
+    ("pytorch_baselines_h200_2026-11-28", "pytorch_baselines")])
+def test_committed_files_are_valid_envelopes(name, schema):
+    data = results.read(name, schema)
+    assert data["rows"]
+    assert results.SCHEMAS[schema].default_file == name
+
+
+def test_baselines_have_structured_fields():
+    rows = results.read("pytorch_baselines_h200_2026-11-28", "pytorch_baselines")["rows"]
+    bsr = [r for r in rows if r["op"] == "bsr_dense_mm" and r["section"] == "bsr"]
+    assert {(r["M"], r["block"]) for r in bsr} == {(8192, 32), (8192, 64), (16, 32), (16, 64)}
+    assert sorted({r["density"] for r in bsr}) == [0.05, 0.1, 0.25, 0.5]
+    # the re-shaped file kept the measured numbers (spot check against the original case strings)
+    r = next(r for r in bsr if r["M"] == 8192 and r["block"] == 64 and r["density"] == 0.1)
+    assert r["label"] == "torch bsr_dense_mm M=8192 bs=64 density=0.1" and r["speedup_vs_dense"] == 2.094
+
+
+def test_every_benchmark_output_has_a_schema():
+    assert {"pruning_sweep", "moe_train", "moe_routing_grid", "pytorch_baselines", "kernels", "energy",
+            "llm_prune"} <= set(results.SCHEMAS)
