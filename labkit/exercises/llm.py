@@ -1,0 +1,129 @@
+"""Self-checks for notebook 06 (pruning a language model).
+
+Each ``check_*`` prints "not attempted yet" while the answer is ``None``, raises ``AssertionError``
+with a hint when it is wrong, and returns ``True`` when it is right.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from labkit.exercises import check_callable, expect, passed, unanswered
+
+# SmolLM2-135M's shapes (30 blocks, width 576, FFN 1536, 3 key-value heads of 64, vocabulary 49,152),
+# so the checks below need no model.
+WIDTH, FFN, KV_WIDTH, BLOCKS, VOCAB = 576, 1536, 3 * 64, 30, 49_152
+BLOCK_PARAMS = BLOCKS * (2 * WIDTH * WIDTH + 2 * WIDTH * KV_WIDTH + 3 * WIDTH * FFN)  # q, o; k, v; gate, up, down
+HEAD_PARAMS = VOCAB * WIDTH  # the tied embedding / LM head
+NORM_PARAMS = (2 * BLOCKS + 1) * WIDTH  # RMSNorm gains
+TOTAL_PARAMS = BLOCK_PARAMS + HEAD_PARAMS + NORM_PARAMS  # 134,515,008
+
+
+def _wanda_reference(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return weight.abs() * x.pow(2).sum(dim=0).sqrt()
+
+
+def check_wanda_score(answer) -> bool:
+    """Exercise 6.1: ``answer(weight, x)`` returns Wanda's score ``|W_ij| * ||X_j||_2`` for every weight.
+
+    ``weight`` is ``(out, in)``; ``x`` is the layer's calibration input, ``(tokens, in)``.
+    """
+    name = "Exercise 6.1 (Wanda's score)"
+    fn = check_callable(answer, name)
+    if fn is None:
+        return False
+    expect(not getattr(fn, "__module__", "").startswith("labkit"),
+           f"{name}: that is the lab's own function ({getattr(fn, '__qualname__', fn)}); the point is to write the "
+           "few lines yourself. The lab's version is shown right after this exercise.")
+    g = torch.Generator().manual_seed(6)
+    # a square layer, so scaling the wrong axis gives the right shape but the wrong numbers
+    for out_f, in_f in ((8, 8), (4, 12), (6, 16)):
+        weight = torch.randn(out_f, in_f, generator=g)
+        x = torch.randn(32, in_f, generator=g)
+        x[:, 1] *= 30.0  # one outlier feature, as in the real model
+        got = fn(weight.clone(), x.clone())
+        expect(isinstance(got, torch.Tensor), f"{name}: return a torch.Tensor of scores, got {type(got).__name__}")
+        expect(tuple(got.shape) == (out_f, in_f), f"{name}: the scores must have the weight's shape {(out_f, in_f)}, "
+                                                  f"got {tuple(got.shape)}. Hint: x.pow(2).sum(dim=0) has one entry "
+                                                  "per input feature; multiply it along the columns of |W|.")
+        want = _wanda_reference(weight, x)
+        if torch.allclose(got, weight.abs() * x.pow(2).sum(dim=0), rtol=1e-4):
+            raise AssertionError(f"{name}: that is |W| times the *squared* norm. Hint: take the square root, "
+                                 "||X_j||_2 = sqrt(sum over tokens of x_tj^2).")
+        if out_f == in_f and torch.allclose(got, weight.abs() * x.pow(2).sum(dim=0).sqrt()[:, None], rtol=1e-4):
+            raise AssertionError(f"{name}: the norms scale the rows. Hint: feature j meets column j of W "
+                                 "(y = x @ W.T), so the norm vector must broadcast along the last axis.")
+        expect(not torch.allclose(got, weight.abs()), f"{name}: that is plain magnitude |W|. Hint: multiply by the "
+                                                     "norm of each input feature over the calibration tokens.")
+        expect(torch.allclose(got, want, rtol=1e-4, atol=1e-6),
+               f"{name}: wrong scores for a {out_f}x{in_f} layer. Hint: weight.abs() * x.norm(dim=0) "
+               "(one norm per input feature j, scaling column j).")
+    return passed(name, "Scores scale every weight by how loud its input feature is: an outlier feature protects "
+                        "its small weights, which magnitude pruning would have removed.")
+
+
+def check_model_sparsity(answer) -> bool:
+    """Exercise 6.2: the share of *all* SmolLM2-135M parameters removed when 50% of the block matrices are."""
+    name = "Exercise 6.2 (whole-model sparsity)"
+    if unanswered(answer, name):
+        return False
+    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool),
+           f"{name}: answer with a fraction such as 0.25, got {type(answer).__name__}")
+    want = 0.5 * BLOCK_PARAMS / TOTAL_PARAMS
+    expect(0.0 <= answer < 1.0, f"{name}: a sparsity is a fraction in [0, 1), got {answer}")
+    expect(abs(answer - 0.5) > 0.01, f"{name}: 50% is the share of the block matrices, not of the model. Hint: "
+                                     "the tied embedding / LM head (49,152 x 576) is not pruned.")
+    expect(abs(answer - want) <= 0.005, f"{name}: {answer:.3f} is not it. Hint: removed = 0.5 x the parameters of "
+                                        "the 30 blocks' 210 matrices; divide by all 134.5M parameters (the "
+                                        "28.3M-parameter embedding / LM head and the norms stay).")
+    return passed(name, f"{100 * want:.1f}%: a fifth of the model is the tied embedding / LM head, which stays "
+                        "dense, so '50% sparse' blocks make a 39.5% sparse model. Papers report the first number.")
+
+
+def check_decode_cap(answer) -> bool:
+    """Exercise 6.3: the largest decode speed-up pruning the blocks can give, if decode time is weight reading."""
+    name = "Exercise 6.3 (what caps the decode speed-up?)"
+    if unanswered(answer, name):
+        return False
+    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool),
+           f"{name}: answer with a speed-up factor such as 2.0, got {type(answer).__name__}")
+    want = (BLOCK_PARAMS + HEAD_PARAMS) / HEAD_PARAMS
+    expect(answer > 1.0, f"{name}: a speed-up is a factor above 1, got {answer}")
+    expect(abs(answer - want) / want <= 0.05,
+           f"{name}: {answer:g}x is not it. Hint: if every block matrix became free to read, one token would still "
+           "read the dense LM head (49,152 x 576 = 28.3M weights) out of the 106.2M + 28.3M it reads now. "
+           "Amdahl: speed-up = time before / time left.")
+    return passed(name, f"{want:.2f}x at most, even at 100% sparsity of the blocks: the LM head is read for every "
+                        "token. Real speed-ups are far smaller: sparse formats add index bytes and slower kernels.")
+
+
+def check_highest_sparsity(answer, measured: Mapping[float, float] | None = None) -> bool:
+    """Exercise 6.4 (an experiment): the highest sparsity you measured that keeps Wanda within 1.5x dense.
+
+    ``measured`` maps each sparsity you tried to the perplexity you measured, with ``0.0`` (dense) included.
+    """
+    name = "Exercise 6.4 (how far can Wanda go?)"
+    if unanswered(answer, name):
+        return False
+    expect(isinstance(measured, Mapping) and 0.0 in measured,
+           f"{name}: pass your measurements too: check_highest_sparsity(answer, measured) with measured = "
+           "{0.0: dense perplexity, 0.3: ..., ...}")
+    pruned = {s: p for s, p in measured.items() if s > 0}
+    expect(len(pruned) >= 3, f"{name}: measure at least three sparsities (you have {len(pruned)}), so the "
+                             "1.5x line falls between two of them.")
+    dense = measured[0.0]
+    expect(all(p > dense for p in pruned.values()),
+           f"{name}: a pruned model measured *better* than dense ({dense:.2f}): did every run start from a fresh "
+           "copy of the dense model (copy.deepcopy) and use the same evaluation tokens?")
+    within = [s for s, p in pruned.items() if p <= 1.5 * dense]
+    expect(bool(within), f"{name}: none of your sparsities stays within 1.5x dense ({1.5 * dense:.2f}): add "
+                         "smaller ones, such as 0.2 or 0.3.")
+    expect(len(within) < len(pruned), f"{name}: every sparsity you tried stays within 1.5x dense: add larger ones, "
+                                      "so you know where it stops.")
+    want = max(within)
+    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool) and abs(answer - want) < 1e-9,
+           f"{name}: {answer!r} is not what your measurements say. Hint: the largest sparsity s with "
+           f"measured[s] <= 1.5 * measured[0.0] = {1.5 * dense:.2f}.")
+    return passed(name, f"{100 * want:g}% of the block matrices, one-shot, without any retraining. Compare "
+                        "SparseGPT and 2:4 in the explorer below.")
