@@ -35,7 +35,7 @@ def cases(tokens: int, density: float, block: int, size: int):
     import torch.nn.functional as F
 
     from labkit.kernels.bsr_linear import bsr_linear
-    from labkit.kernels.testing import block_sparse
+    from labkit.kernels.patterns import block_sparse
 
     gen = torch.Generator().manual_seed(0)
     w = block_sparse(size, size, block, density, gen).to("cuda", torch.bfloat16)

@@ -40,11 +40,11 @@ import torch
 import torch.nn.functional as F
 
 import labkit  # noqa: F401  (sets TRITON_INTERPRET=1 when there is no GPU, before triton loads)
-from labkit.kernels import _runtime as rt
+from labkit.kernels import runtime as rt
 from labkit.kernels.bsr_linear import bsr_linear
 from labkit.kernels.csr_linear import csr_linear
 from labkit.kernels.semi24 import pack_24, semi24_linear
-from labkit.kernels.testing import block_sparse, two_four, unstructured
+from labkit.kernels.patterns import block_sparse, two_four, unstructured
 from labkit.sparse import SparseLinear, bucket_for, results_name
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 import labkit  # noqa: F401  (sets TRITON_INTERPRET=1 when there is no GPU, before triton loads)
 from labkit.kernels import moe as km
+from labkit.kernels import runtime as rt
 from labkit.utils import median_time
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print("No CUDA GPU here: running the small correctness smoke test under the Triton interpreter (--smoke).")
         args.smoke = True
     if args.smoke:
-        device = "cuda" if torch.cuda.is_available() and not km._interpreting() else "cpu"
+        device = rt.kernel_device()
         shapes = dict(E=4, top_k=2, d=32, ff=64, dtype=torch.float32)
         tokens = [1, 16, 40]
     else:

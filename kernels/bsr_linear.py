@@ -37,13 +37,13 @@ Everything accumulates in fp32, whatever the input dtype (fp16, bf16 or fp32).
 
 The loop over a row's kept blocks exists twice: a ``for`` loop, which the GPU compiler
 software-pipelines (the next blocks' loads are in flight while this block's ``tl.dot`` runs), and a
-``while`` loop, accepted by every Triton version but never pipelined. See ``_runtime.launch``.
+``while`` loop, accepted by every Triton version but never pipelined. See ``runtime.launch``.
 """
 from __future__ import annotations
 
 import torch
 
-from labkit.kernels import _runtime as rt
+from labkit.kernels import runtime as rt
 
 if rt.HAS_TRITON:
     import triton

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from labkit.kernels import _runtime as rt
+from labkit.kernels import runtime as rt
 
 if rt.HAS_TRITON:
     import triton
@@ -65,7 +65,7 @@ if rt.HAS_TRITON:
         start = tl.load(crow_ptr + row)
         end = tl.load(crow_ptr + row + 1)
         acc = tl.zeros((BLOCK_NZ, BLOCK_M), dtype=tl.float32)  # one partial sum per lane of nonzeros
-        if PIPELINE:  # `for` over a bound loaded from memory: pipelined (see _runtime.launch)
+        if PIPELINE:  # `for` over a bound loaded from memory: pipelined (see runtime.launch)
             for p in tl.range(start, end, BLOCK_NZ):
                 acc = _csr_chunk(acc, p, end, xt_ptr, col_ptr, val_ptr, offs_m, m_ok, K, NNZ, stride_xk, BLOCK_NZ)
         else:

@@ -38,24 +38,19 @@ Under ``TRITON_INTERPRET=1`` (no GPU) the same kernels run on numpy, slowly: kee
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 
 import torch
 import torch.nn.functional as F
 
-try:
+from labkit.kernels import runtime as rt
+
+if rt.HAS_TRITON:
     import triton
     import triton.language as tl
-except ImportError:  # pragma: no cover - macOS / Windows: only the reference runs
-    triton = None
 
 __all__ = ["moe_align", "moe_up", "moe_down", "moe_combine", "fused_moe", "moe_reference", "padding_waste",
            "choose_block_m", "check_moe_inputs"]
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _is_pow2(n: int) -> bool:
@@ -117,7 +112,7 @@ def choose_block_m(n_slots: int, n_experts: int) -> int:
 # ----------------------------------------------------------------------------------------------
 def _configs():
     """One config under the interpreter (autotuning needs a GPU); a few to choose from on a GPU."""
-    if _interpreting():
+    if rt.interpreting():
         return [triton.Config({"BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}, num_warps=4, num_stages=1)]
     return [
         triton.Config({"BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=4),
@@ -128,7 +123,7 @@ def _configs():
     ]
 
 
-if triton is not None:
+if rt.HAS_TRITON:
 
     @triton.jit
     def _tile_ids(num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
@@ -269,11 +264,11 @@ def _quiet_interpreter():
 
 
 def _kernel_device_ok(x: torch.Tensor) -> None:
-    if triton is None:
+    if not rt.HAS_TRITON:
         raise RuntimeError("triton is not installed here; use moe_reference (plain torch) instead")
-    if _interpreting() and x.is_cuda:
+    if rt.interpreting() and x.is_cuda:
         raise ValueError("TRITON_INTERPRET=1 runs kernels on the CPU: pass CPU tensors")
-    if not _interpreting() and not x.is_cuda:
+    if not rt.interpreting() and not x.is_cuda:
         raise ValueError("compiled Triton needs CUDA tensors: move inputs to the GPU, or set TRITON_INTERPRET=1 "
                          "before importing triton (import labkit does this when there is no GPU)")
 
@@ -289,7 +284,7 @@ def moe_up(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, sorted_slots: to
     with _quiet_interpreter():
         _moe_up_kernel[grid](x, w1, w3, h, sorted_slots, block_expert, x.shape[0] * top_k, d_model, d_ff, num_blocks,
                              x.stride(0), x.stride(1), w1.stride(0), w1.stride(1), w1.stride(2), h.stride(0),
-                             h.stride(1), TOP_K=top_k, BLOCK_M=block_m, UPCAST=_interpreting())
+                             h.stride(1), TOP_K=top_k, BLOCK_M=block_m, UPCAST=rt.interpreting())
     return h
 
 
@@ -306,7 +301,7 @@ def moe_down(h: torch.Tensor, w2: torch.Tensor, gates: torch.Tensor, sorted_slot
     with _quiet_interpreter():
         _moe_down_kernel[grid](h, w2, gates, y, sorted_slots, block_expert, n_slots, d_model, d_ff, num_blocks,
                                h.stride(0), h.stride(1), w2.stride(0), w2.stride(1), w2.stride(2), y.stride(0),
-                               y.stride(1), BLOCK_M=block_m, UPCAST=_interpreting())
+                               y.stride(1), BLOCK_M=block_m, UPCAST=rt.interpreting())
     return y
 
 

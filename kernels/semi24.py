@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import torch
 
-from labkit.kernels import _runtime as rt
+from labkit.kernels import runtime as rt
 
 if rt.HAS_TRITON:
     import triton

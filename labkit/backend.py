@@ -9,7 +9,6 @@ before anything imports triton. ``import labkit`` calls it for you.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import warnings
@@ -43,8 +42,30 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+_triton_probe: dict[str, str | None] = {}
+
+
+def triton_problem() -> str | None:
+    """None when ``import triton`` and ``triton.language`` work here, else why not (checked once).
+
+    The import is actually tried, not just looked up: a folder called ``triton`` shadowing the
+    package, or a broken install, must mean "no triton" (plain-torch references), not a crash in
+    the middle of a kernel call.
+    """
+    if "result" not in _triton_probe:
+        configure()  # the interpreter switch must be set before the first import of triton
+        try:
+            import triton  # noqa: F401
+            import triton.language  # noqa: F401
+        except Exception as e:  # noqa: BLE001  (a broken install raises more than ImportError)
+            _triton_probe["result"] = f"import triton failed ({type(e).__name__}: {str(e)[:120]})"
+        else:
+            _triton_probe["result"] = None
+    return _triton_probe["result"]
+
+
 def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return triton_problem() is None
 
 
 def configure() -> None:
@@ -80,9 +101,11 @@ def detect(requested: str | None = None) -> Backend:
         return Backend("torch", "cuda" if cuda else "cpu", "pure torch requested")
     if not triton_ok:
         if requested is not None:
-            raise RuntimeError(f"backend={requested!r} needs triton, which is not installed here; use 'torch'")
+            raise RuntimeError(f"backend={requested!r} needs triton, which is not installed here "
+                               f"({triton_problem() or 'not importable'}); use 'torch'")
         return Backend("torch", "cuda" if cuda else "cpu",
-                       "triton is not installed (it ships for Linux only); using plain-torch reference kernels")
+                       f"triton cannot be used here ({triton_problem() or 'not installed'}; it ships for Linux only): "
+                       "using the plain-torch reference kernels")
     if requested == "triton" or (requested is None and cuda and not interpreting):
         if not cuda:
             raise RuntimeError("backend='triton' needs an NVIDIA GPU; none is visible. Use 'triton-interpreter'")

@@ -24,7 +24,7 @@ Where triton is not installed the kernels fall back to their plain-torch referen
 
 :func:`sparsify` swaps every pruned ``nn.Linear`` of a model for a ``SparseLinear`` in place, and
 :func:`densify` swaps them back.
-Tolerance: outputs match the masked dense layer to :data:`labkit.kernels._runtime.TOLERANCE`
+Tolerance: outputs match the masked dense layer to :data:`labkit.kernels.runtime.TOLERANCE`
 (relative to the largest output: 2e-2 fp32 (TF32 on GPUs), 1e-2 fp16, 3e-2 bf16).
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labkit.kernels import _runtime as rt
+from labkit.kernels import runtime as rt
 from labkit.kernels.bsr_linear import bsr_linear
 from labkit.kernels.csr_linear import csr_linear
 from labkit.kernels.semi24 import pack_24, semi24_linear
@@ -223,7 +223,7 @@ class SparseLinear(nn.Module):
     # -- choosing ---------------------------------------------------------------------------------
     def candidates(self, device: torch.device) -> list[str]:
         """Formats "auto" may pick on ``device``."""
-        if device.type == "cuda" and rt.HAS_TRITON and not rt.interpreting():
+        if device.type == "cuda" and rt.can_launch(device):  # compiled Triton on this GPU
             extra = ["2:4-torch"] if "2:4" in self._kept and self.weight.dtype != torch.float32 else []
             return list(self._kept) + extra
         # on a CPU only dense and torch's CSR (fp32 only: its MKL path has no fp16) are worth timing
@@ -617,7 +617,7 @@ def live_gpu_rows(n: int = 4096, k: int = 4096, tokens=(16, 4096), densities=(0.
     Rows use the columns of ``benchmarks/kernels.py``. ``timer(fn) -> ms`` defaults to
     ``triton.testing.do_bench`` on a GPU and :func:`labkit.utils.median_time` elsewhere.
     """
-    from labkit.kernels.testing import block_sparse
+    from labkit.kernels.patterns import block_sparse
 
     rt.check_block(block)
     if timer is None:

@@ -4,9 +4,12 @@ import warnings
 import pytest
 import torch
 
-from labkit.kernels import _runtime as rt
+from labkit.kernels import runtime as rt
 from labkit.kernels.bsr_linear import bsr_linear, bsr_linear_reference
-from labkit.kernels.testing import CPU_DTYPES, TEST_DEVICE, assert_close, block_sparse, reference
+from labkit.kernels.patterns import block_sparse
+from labkit.kernels.runtime import CPU_DTYPES, assert_close, reference
+
+TEST_DEVICE = rt.kernel_device()  # the GPU when compiled kernels run here, else the CPU (interpreter)
 
 # the interpreter's `for` over loaded bounds converts 1-element arrays to ints (a numpy deprecation)
 pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim:DeprecationWarning")
@@ -200,7 +203,7 @@ def test_launch_falls_back_to_while_only_on_a_gpu(monkeypatch):
 def test_without_triton_every_launcher_uses_its_torch_reference(monkeypatch):
     from labkit.kernels.csr_linear import csr_linear
     from labkit.kernels.semi24 import pack_24, semi24_linear
-    from labkit.kernels.testing import two_four
+    from labkit.kernels.patterns import two_four
 
     monkeypatch.setattr(rt, "HAS_TRITON", False)
     gen = torch.Generator().manual_seed(4)

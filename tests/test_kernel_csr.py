@@ -2,9 +2,11 @@
 import pytest
 import torch
 
-from labkit.kernels import _runtime as rt
+from labkit.kernels import runtime as rt
 from labkit.kernels.csr_linear import csr_linear, launch_order, row_stats
-from labkit.kernels.testing import CPU_DTYPES, TEST_DEVICE, assert_close, reference
+from labkit.kernels.runtime import CPU_DTYPES, assert_close, reference
+
+TEST_DEVICE = rt.kernel_device()  # the GPU when compiled kernels run here, else the CPU (interpreter)
 
 # the interpreter's `for` over loaded bounds converts 1-element arrays to ints (a numpy deprecation)
 pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim:DeprecationWarning")

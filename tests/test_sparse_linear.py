@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from labkit import prune
-from labkit.kernels import _runtime as rt
+from labkit.kernels import runtime as rt
 from labkit.sparse import BUCKETS, CSR_MAX_DENSITY, SparseLinear, block_density, detect_block
 
 warnings.filterwarnings("ignore", message="Sparse (BSR|CSR) tensor support is in beta")

@@ -1,16 +1,24 @@
-"""What every kernel file shares: when a Triton launch is possible, autotune configs, input checks.
+"""What every kernel file shares: whether a Triton launch is possible, autotune configs, input checks.
 
-Kept in one place so the three kernel files read like Triton's tutorials (idea, kernel, launcher,
-reference) instead of repeating the same twenty lines of bookkeeping.
+Kept in one place so the kernel files read like Triton's tutorials (idea, kernel, launcher,
+reference) instead of repeating the same twenty lines of bookkeeping. Public: the kernels,
+:mod:`labkit.sparse`, the benchmarks and the tests all use it.
+
+"Can Triton run here?" is decided once, by :func:`labkit.backend.detect`; :func:`can_launch` asks
+it for every call, so there is one answer for every kernel.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
+import warnings
 
 import torch
 
-HAS_TRITON = importlib.util.find_spec("triton") is not None
+from labkit import backend as _backend
+
+#: Whether ``import triton`` works here (actually tried: a shadowed or broken triton counts as missing).
+#: Kernel files define their Triton kernels only when it does.
+HAS_TRITON = _backend.triton_problem() is None
 
 #: dtypes the kernels accept. bf16 is GPU-only in tests: the interpreter computes bf16 wrongly
 #: unless a kernel casts it to fp32 after loading (which ours do, see ``_load_cast`` comments).
@@ -20,21 +28,55 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 #: reference of the same, already-rounded inputs. fp32 on a GPU goes through TF32 tensor cores.
 TOLERANCE = {torch.float32: 2e-2, torch.float16: 1e-2, torch.bfloat16: 3e-2}
 
+#: dtypes tested on a CPU. bf16 runs on a GPU only: the interpreter's bf16 is not faithful.
+CPU_DTYPES = (torch.float32, torch.float16)
+
 
 def interpreting() -> bool:
     """True when triton simulates kernels on the CPU (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def can_launch(t: torch.Tensor) -> bool:
-    """Whether a Triton kernel can run on tensors that live where ``t`` lives.
+_backends: dict[tuple, _backend.Backend] = {}
 
-    Compiled Triton needs CUDA tensors; the interpreter needs CPU tensors. Anything else
-    (no triton, CPU tensors on a GPU machine) uses the plain-torch reference.
+
+def backend() -> _backend.Backend:
+    """The kernel backend of this process (:func:`labkit.backend.detect`, remembered per setting).
+
+    A setting ``detect`` refuses (e.g. triton imported before ``TRITON_INTERPRET=1`` was set, on a
+    machine without a GPU) makes the kernels use their torch references, with one warning.
+    """
+    key = (os.environ.get("LABKIT_BACKEND"), interpreting(), HAS_TRITON)
+    if key not in _backends:
+        try:
+            chosen = _backend.detect()
+        except RuntimeError as e:
+            chosen = _backend.Backend("torch", "cpu", str(e))
+            warnings.warn(f"labkit kernels fall back to their torch references: {e}", stacklevel=2)
+        _backends[key] = chosen
+    return _backends[key]
+
+
+def can_launch(where: torch.Tensor | torch.device | str) -> bool:
+    """Whether a Triton kernel runs for tensors on ``where`` (a tensor or a device); else the torch reference.
+
+    The one place every kernel asks. Compiled Triton needs CUDA tensors, the interpreter CPU
+    tensors; no (working) triton or ``LABKIT_BACKEND=torch`` means the plain-torch references.
     """
     if not HAS_TRITON:
         return False
-    return t.device.type == "cpu" if interpreting() else t.device.type == "cuda"
+    device = where.device if isinstance(where, torch.Tensor) else torch.device(where)
+    chosen = backend()
+    return chosen.uses_triton and device.type == chosen.device
+
+
+def kernel_device() -> str:
+    """Where kernel inputs must live for the Triton path: ``"cuda"`` (compiled) or ``"cpu"`` (interpreter).
+
+    Tests and benchmarks put their tensors here, so one test checks the compiled kernels on a GPU
+    and the interpreter elsewhere.
+    """
+    return backend().device
 
 
 def autotune_configs(gpu_configs: list, interpreter_config):
@@ -194,3 +236,17 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     diff = (out.double() - ref.double()).abs().max().item() if out.numel() else 0.0
     scale = ref.double().abs().max().item() if ref.numel() else 0.0
     return diff / scale if scale > 0 else diff
+
+
+def reference(x: torch.Tensor, w_dense: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ W.T + b`` in float64 from the same (already rounded) inputs: what kernels are compared to."""
+    y = x.double() @ w_dense.double().T
+    return y if bias is None else y + bias.double()
+
+
+def assert_close(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
+    """Shape, dtype, and relative error within the documented :data:`TOLERANCE` for ``dtype``."""
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    assert out.dtype == dtype, (out.dtype, dtype)
+    err = rel_error(out, ref)
+    assert err <= TOLERANCE[dtype], f"relative error {err:.2e} above {TOLERANCE[dtype]:.0e} for {dtype}"
