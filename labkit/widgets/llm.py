@@ -16,11 +16,11 @@ from pathlib import Path
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
+from labkit import results
 from labkit.figures.llm import PATTERN_LABELS, bytes_figure, case_label, case_order, perplexity_figure, speed_figure
 from labkit.plots import COLORS, style
-from labkit.utils import RESULTS_DIR
 
-SWEEP_NAME = "llm_prune_cpu.json"
+SWEEP_NAME = "llm_prune_cpu"
 #: Fields the explorer reads from every row of the sweep.
 ROW_FIELDS = ("method", "pattern", "sparsity", "model_sparsity", "perplexity", "bytes", "prefill_tokens_per_s",
               "decode_tokens_per_s", "sample")
@@ -28,9 +28,7 @@ ROW_FIELDS = ("method", "pattern", "sparsity", "model_sparsity", "perplexity", "
 
 def load_sweep(path: str | Path | None = None) -> dict:
     """The LLM pruning sweep (default: the committed ``benchmarks/results/llm_prune_cpu.json``), validated."""
-    from labkit import results
-
-    return results.read(Path(path) if path is not None else RESULTS_DIR / SWEEP_NAME, "llm_prune")
+    return results.read(SWEEP_NAME if path is None else Path(path), "llm_prune")
 
 
 def check_sweep(sweep: Mapping) -> list[Mapping]:
