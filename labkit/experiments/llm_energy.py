@@ -63,6 +63,40 @@ def grams_per_million(joules: float, region: str, pue: float = 1.0) -> float:
     return 1000 * carbon.footprint(joules * TOKENS_PER_MILLION, region, pue=pue, energy_kind="estimated").kg_co2e
 
 
+def runs_as(row: Mapping) -> str:
+    """The storage format a sweep case ran in on a CPU: what its speed (and energy) reflects.
+
+    Unstructured zeros ran through PyTorch's CSR path; N:M patterns run dense (PyTorch's 2:4 path is
+    CUDA-only), zeros included; structured pruning and the dense model are ordinary dense matrices.
+    """
+    return "csr" if row["pattern"] == "unstructured" and row["method"] != "dense" and row["sparsity"] > 0 else "dense"
+
+
+def sweep_cases(rows: Sequence[Mapping], dense: Mapping) -> list[dict]:
+    """Energy-table cases for sweep rows (``labkit.widgets.llm`` reads the sweep), the ``dense`` row first.
+
+    Weights multiplied per token: all of them when the case runs dense (N:M zeros included), the
+    nonzeros when it runs in CSR. Bytes: the fp32 bytes of the format it runs in (``row["bytes"]``).
+    """
+    all_weights = dense["bytes"]["dense_fp32"] // 4  # every parameter once (the LM head is the embedding)
+    cases = []
+    for row in [dense, *[r for r in rows if r is not dense]]:
+        fmt = runs_as(row)
+        if row is dense:
+            label, weights = "dense", all_weights
+        else:
+            label = f"{row['method']} {row['pattern']} {100 * row['sparsity']:g}%"
+            if fmt == "csr":
+                weights = round((1 - row["model_sparsity"]) * all_weights)
+            elif row["method"] == "structured":
+                weights = row["bytes"]["dense_fp32"] // 4  # a smaller dense model
+            else:
+                weights = all_weights
+        cases.append({"label": f"{label} ({fmt})", "decode_tokens_per_s": row["decode_tokens_per_s"],
+                      "weights_read": weights, "weight_bytes": row["bytes"][f"{fmt}_fp32"]})
+    return cases
+
+
 def energy_table(cases: Sequence[Mapping], *, threads: int = 2, region: str = "WORLD",
                  pue: float = 1.0) -> list[dict]:
     """One row per case: both energy estimates per generated token and carbon per million tokens.
