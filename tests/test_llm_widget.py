@@ -12,7 +12,8 @@ def _row(method, pattern, sparsity, ppl, decode=20.0, sample="Paris."):
     dense_bytes = 538_000_000
     return {"method": method, "pattern": pattern, "sparsity": sparsity, "block_sparsity": sparsity,
             "model_sparsity": round(0.79 * sparsity, 4), "perplexity": ppl, "prune_seconds": 1.0,
-            "bytes": {"dense fp32": dense_bytes, "csr": int(dense_bytes * (1 - sparsity) * 2) + 1000},
+            "bytes": {"dense_fp32": dense_bytes, "csr_fp32": int(dense_bytes * (1 - sparsity) * 2) + 1000,
+                      "2:4_fp32": dense_bytes * 5 // 8 if pattern == "2:4" else None},
             "prefill_tokens_per_s": 400.0 * (1 + sparsity), "decode_tokens_per_s": decode, "sample": sample}
 
 
@@ -54,8 +55,11 @@ def test_bytes_and_opacity_follow_the_case(sweep):
     ex.sparsity.value = 0.7
     dense_mb, pruned_mb = ex.bytes_fig.data[0].y, ex.bytes_fig.data[1].y
     assert dense_mb[0] == pruned_mb[0] == 538.0 and pruned_mb[1] < dense_mb[1]
+    assert dense_mb[2] is None and pruned_mb[2] is None  # an unstructured mask has no 2:4 packing
+    ex.pattern.value = "2:4"
+    assert ex.bytes_fig.data[1].y[2] == 336.25
     opaque = [t.name for t in ex.curve_fig.data[:-1] if t.opacity == 1.0]
-    assert opaque == ["Wanda"]
+    assert opaque == ["Wanda, 2:4"]
 
 
 def test_explorer_rejects_bad_sweeps(sweep):
@@ -93,8 +97,10 @@ def test_other_figures():
     assert fig.data[0].y == (1.0, 1.0, 2.0, 50.0) and fig.data[1].y == (33.33, 1.0)
     with pytest.raises(ValueError, match="layer must be"):
         F.input_norms_figure(norms, "nope")
-    fig = F.bytes_figure({"dense": {"dense fp32": 4e6, "bf16": 2e6}, "2:4": {"dense fp32": 4e6, "2:4": 2.5e6}})
-    assert list(fig.data[0].x) == ["dense fp32", "bf16", "2:4"] and fig.data[1].y == (4.0, None, 2.5)
+    fig = F.bytes_figure({"dense": {"dense_fp32": 4e6, "dense_bf16": 2e6, "2:4_fp32": None},
+                          "2:4": {"dense_fp32": 4e6, "2:4_fp32": 2.5e6}})
+    assert list(fig.data[0].x) == ["dense_fp32", "dense_bf16", "2:4_fp32"]
+    assert fig.data[0].y == (4.0, 2.0, None) and fig.data[1].y == (4.0, None, 2.5)
     fig = F.speed_figure({"dense": {"prefill_tokens_per_s": 100, "decode_tokens_per_s": 20},
                           "structured": {"prefill_tokens_per_s": 150, "decode_tokens_per_s": 26}})
     assert fig.data[1].hovertext == ("1.00x dense", "1.30x dense")

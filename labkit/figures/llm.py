@@ -131,8 +131,9 @@ def input_norms_figure(norms: Mapping[str, Sequence[float]], layer: str | None =
 def bytes_figure(sizes: Mapping[str, Mapping[str, float]], title: str | None = None) -> go.Figure:
     """Grouped bars: megabytes of the weights (x: storage format) for each model (one colour per model).
 
-    ``sizes`` maps a model label (``"dense"``, ``"Wanda 50%"``) to ``{format: bytes}``. A format a
-    model does not fit (2:4 packing for an unstructured mask) is simply absent from its dict.
+    ``sizes`` maps a model label (``"dense"``, ``"Wanda 50%"``) to ``{format: bytes}`` (what
+    ``labkit.llm.model_bytes`` returns). A format a model does not fit (2:4 packing for an unstructured
+    mask) is ``None`` or absent, and has no bar.
     """
     if not isinstance(sizes, Mapping) or not sizes:
         raise TypeError("sizes must be a non-empty dict {model label: {format: bytes}}")
@@ -143,8 +144,8 @@ def bytes_figure(sizes: Mapping[str, Mapping[str, float]], title: str | None = N
         formats += [f for f in per_format if f not in formats]
     fig = go.Figure()
     for i, (label, per_format) in enumerate(sizes.items()):
-        fig.add_bar(x=formats, y=[round(per_format[f] / 1e6, 2) if f in per_format else None for f in formats],
-                    name=label, marker_color=COLORS[i % len(COLORS)])
+        megabytes = [None if per_format.get(f) is None else round(per_format[f] / 1e6, 2) for f in formats]
+        fig.add_bar(x=formats, y=megabytes, name=label, marker_color=COLORS[i % len(COLORS)])
     fig.update_xaxes(title="storage format")
     fig.update_yaxes(title="megabytes (whole model)")
     return style(fig, title or "Bytes to store the model", height=380)

@@ -151,7 +151,8 @@ class LLMExplorer(widgets.VBox):
         with self.bytes_fig.batch_update():
             for trace, source, name in zip(self.bytes_fig.data, (dense, row), ("dense", label), strict=True):
                 trace.x = formats
-                trace.y = [round(source["bytes"][f] / 1e6, 2) if f in source["bytes"] else None for f in formats]
+                trace.y = [None if source["bytes"].get(f) is None else round(source["bytes"][f] / 1e6, 2)
+                           for f in formats]
                 trace.name = name
         with self.speed_fig.batch_update():
             for col, key in enumerate(("prefill_tokens_per_s", "decode_tokens_per_s")):
