@@ -53,17 +53,20 @@ def test_bad_input_is_named(call, match):
         call()
 
 
-def test_sweep_cases_follow_the_format_each_case_ran_in():
-    dense = {"method": "dense", "pattern": "unstructured", "sparsity": 0.0, "model_sparsity": 0.0,
-             "decode_tokens_per_s": 20.0, "bytes": {"dense_fp32": 4000, "csr_fp32": 8000}}
+def test_sweep_cases_follow_the_kernels_each_case_ran_with():
+    dense = {"method": "dense", "pattern": "dense", "sparsity": 0.0, "model_sparsity": 0.0, "parameters": 1000,
+             "decode_tokens_per_s": 20.0, "bytes": {"dense_fp32": 4000, "csr_fp32": 8000},
+             "csr_decode_tokens_per_s": None}
     wanda = {"method": "wanda", "pattern": "unstructured", "sparsity": 0.9, "model_sparsity": 0.75,
-             "decode_tokens_per_s": 10.0, "bytes": {"dense_fp32": 4000, "csr_fp32": 1200}}
-    two_four = {"method": "sparsegpt", "pattern": "2:4", "sparsity": 0.5, "model_sparsity": 0.4,
-                "decode_tokens_per_s": 20.0, "bytes": {"dense_fp32": 4000, "csr_fp32": 5000, "2:4_fp32": 2500}}
+             "parameters": 1000, "decode_tokens_per_s": 19.0, "csr_decode_tokens_per_s": 10.0,
+             "bytes": {"dense_fp32": 4000, "csr_fp32": 1200}}
     small = {"method": "structured", "pattern": "ffn_channels", "sparsity": 0.5, "model_sparsity": 0.3,
-             "decode_tokens_per_s": 25.0, "bytes": {"dense_fp32": 2800, "csr_fp32": 5600}}
-    cases = E.sweep_cases([wanda, two_four, small], dense)
-    assert [c["label"] for c in cases] == ["dense (dense)", "wanda unstructured 90% (csr)",
-                                           "sparsegpt 2:4 50% (dense)", "structured ffn_channels 50% (dense)"]
-    assert [c["weights_read"] for c in cases] == [1000, 250, 1000, 700]
-    assert [c["weight_bytes"] for c in cases] == [4000, 1200, 4000, 2800]
+             "parameters": 700, "decode_tokens_per_s": 25.0, "bytes": {"dense_fp32": 2800, "csr_fp32": 5600}}
+    cases = E.sweep_cases([dense, wanda, small])
+    assert [c["label"] for c in cases] == ["dense", "wanda unstructured 90%", "wanda unstructured 90%, CSR",
+                                           "structured ffn_channels 50%"]
+    assert [c["weights_read"] for c in cases] == [1000, 1000, 250, 700]
+    assert [c["weight_bytes"] for c in cases] == [4000, 4000, 1200, 2800]
+    assert [c["decode_tokens_per_s"] for c in cases] == [20.0, 19.0, 10.0, 25.0]
+    with pytest.raises(ValueError, match="parameters"):
+        E.sweep_cases([{k: v for k, v in wanda.items() if k != "parameters"}])

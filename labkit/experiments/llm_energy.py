@@ -63,37 +63,28 @@ def grams_per_million(joules: float, region: str, pue: float = 1.0) -> float:
     return 1000 * carbon.footprint(joules * TOKENS_PER_MILLION, region, pue=pue, energy_kind="estimated").kg_co2e
 
 
-def runs_as(row: Mapping) -> str:
-    """The storage format a sweep case ran in on a CPU: what its speed (and energy) reflects.
+def sweep_cases(rows: Sequence[Mapping]) -> list[dict]:
+    """Energy-table cases for sweep rows (``labkit.widgets.llm.load_sweep()["rows"]``), in the given order.
 
-    Unstructured zeros ran through PyTorch's CSR path; N:M patterns run dense (PyTorch's 2:4 path is
-    CUDA-only), zeros included; structured pruning and the dense model are ordinary dense matrices.
+    Each row ran through the ordinary dense kernels (pruned zeros still multiplied; structured: a smaller
+    dense model), so it reads ``row["parameters"]`` weights as fp32 bytes per token. Rows also timed
+    through torch's CSR kernels (``csr_decode_tokens_per_s``) add a second case that multiplies only the
+    nonzeros and reads the CSR bytes (values + column indices + row pointers).
     """
-    return "csr" if row["pattern"] == "unstructured" and row["method"] != "dense" and row["sparsity"] > 0 else "dense"
-
-
-def sweep_cases(rows: Sequence[Mapping], dense: Mapping) -> list[dict]:
-    """Energy-table cases for sweep rows (``labkit.widgets.llm`` reads the sweep), the ``dense`` row first.
-
-    Weights multiplied per token: all of them when the case runs dense (N:M zeros included), the
-    nonzeros when it runs in CSR. Bytes: the fp32 bytes of the format it runs in (``row["bytes"]``).
-    """
-    all_weights = dense["bytes"]["dense_fp32"] // 4  # every parameter once (the LM head is the embedding)
     cases = []
-    for row in [dense, *[r for r in rows if r is not dense]]:
-        fmt = runs_as(row)
-        if row is dense:
-            label, weights = "dense", all_weights
-        else:
-            label = f"{row['method']} {row['pattern']} {100 * row['sparsity']:g}%"
-            if fmt == "csr":
-                weights = round((1 - row["model_sparsity"]) * all_weights)
-            elif row["method"] == "structured":
-                weights = row["bytes"]["dense_fp32"] // 4  # a smaller dense model
-            else:
-                weights = all_weights
-        cases.append({"label": f"{label} ({fmt})", "decode_tokens_per_s": row["decode_tokens_per_s"],
-                      "weights_read": weights, "weight_bytes": row["bytes"][f"{fmt}_fp32"]})
+    for row in rows:
+        missing = [k for k in ("method", "pattern", "sparsity", "parameters", "model_sparsity", "bytes",
+                               "decode_tokens_per_s") if k not in row]
+        if missing:
+            raise ValueError(f"sweep row {row.get('method')!r} {row.get('pattern')!r} lacks {missing}: rerun "
+                             "`python benchmarks/llm_prune_sweep.py`")
+        label = "dense" if row["method"] == "dense" else f"{row['method']} {row['pattern']} {100 * row['sparsity']:g}%"
+        cases.append({"label": label, "decode_tokens_per_s": row["decode_tokens_per_s"],
+                      "weights_read": row["parameters"], "weight_bytes": row["bytes"]["dense_fp32"]})
+        if row.get("csr_decode_tokens_per_s"):
+            cases.append({"label": f"{label}, CSR", "decode_tokens_per_s": row["csr_decode_tokens_per_s"],
+                          "weights_read": round((1 - row["model_sparsity"]) * row["parameters"]),
+                          "weight_bytes": row["bytes"]["csr_fp32"]})
     return cases
 
 
