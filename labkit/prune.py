@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from labkit import checks
 from labkit.data import Split
 from labkit.models import MLP, SmallCNN, prunable_layers
 
@@ -55,13 +56,8 @@ FORMATS = ("dense", "csr", "bsr", "2:4", "bitmask")
 # ----------------------------------------------------------------------------------------------
 
 def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
-    """Return ``sparsity`` as a float, or raise unless it is a number in [0, 1)."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
-        raise TypeError(f"{name} must be a number in [0, 1) such as 0.9, got {type(sparsity).__name__}")
-    if not 0.0 <= float(sparsity) < 1.0 or math.isnan(sparsity):
-        raise ValueError(f"{name} must be in [0, 1) (the fraction of weights set to zero; 0.9 keeps 10%), "
-                         f"got {sparsity}")
-    return float(sparsity)
+    """Return ``sparsity`` as a float, or raise unless it is a number in [0, 1) (0.9 prunes 90%, keeps 10%)."""
+    return checks.fraction(name, sparsity)
 
 
 def _check_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -142,9 +138,9 @@ def global_magnitude_masks(weights: Mapping[str, torch.Tensor], sparsity: float)
 
 
 def _check_norm(norm: int) -> int:
-    if norm not in (1, 2):
+    if isinstance(norm, bool) or norm not in (1, 2):
         raise ValueError(f"norm must be 1 (L1, sum of |w|) or 2 (L2, Euclidean), got {norm!r}")
-    return norm
+    return int(norm)
 
 
 def unit_scores(weight: torch.Tensor, norm: int = 1) -> torch.Tensor:
@@ -169,9 +165,7 @@ def structured_mask(weight: torch.Tensor, sparsity: float, norm: int = 1) -> tor
 
 
 def _check_nm(n: int, m: int) -> tuple[int, int]:
-    for name, v in (("n", n), ("m", m)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    n, m = checks.positive_int("n", n), checks.positive_int("m", m)
     if n > m:
         raise ValueError(f"N:M keeps n of every m weights, so n must be <= m; got n={n}, m={m} (did you mean {m}:{n}?)")
     return n, m
@@ -326,8 +320,8 @@ def prune_model(model: nn.Module, method: str, sparsity: float | Mapping[str, fl
         skip_incompatible: leave dense (instead of raising) the layers an N:M or block pattern does not
             fit, e.g. a first conv with 9 inputs per filter under 2:4. Reports count them as dense.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    checks.choice("method", method, METHODS)
+    checks.nonneg_int("seed", seed)
     selected = _select_layers(model, layers)
     if method == "structured" and layers is None:
         # Removing output units of the classifier would remove classes: prune hidden units only.
@@ -500,20 +494,18 @@ def prune_and_finetune(model: nn.Module, train_split: Split, method: str, sparsi
     """
     from labkit.train import steps_per_epoch, train
 
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    checks.choice("schedule", schedule, SCHEDULES)
+    checks.choice("method", method, METHODS)
     if method == "nm" and schedule != "one_shot":
         raise ValueError("N:M sparsity is a fixed pattern: use schedule='one_shot' (with fine-tuning) for method 'nm'")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    epochs = checks.nonneg_int("epochs", epochs)
     if method != "nm":
         sparsity = check_sparsity(sparsity)
     if schedule == "one_shot":
         prune_model(model, method, sparsity, seed=seed, **options)
         train(model, train_split, epochs=epochs, lr=lr, seed=seed, progress=progress)
     elif schedule == "iterative":
-        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-            raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+        rounds = checks.positive_int("rounds", rounds)
         if epochs < rounds:
             raise ValueError(f"iterative pruning fine-tunes after each round: need epochs >= rounds, got {epochs} < {rounds}")
         for r in range(1, rounds + 1):
@@ -578,8 +570,7 @@ def sensitivity_scan(model: nn.Module, val_split: Split, sparsities: Sequence[fl
     """
     from labkit.train import evaluate
 
-    if method not in ("magnitude", "random", "structured"):
-        raise ValueError(f"method must be 'magnitude', 'random' or 'structured' for a scan, got {method!r}")
+    checks.choice("method", method, ("magnitude", "random", "structured"))
     sparsities = [check_sparsity(s) for s in sparsities]
     result: dict[str, list[float]] = {}
     for name in prunable_layers(model):
@@ -599,8 +590,9 @@ def choose_layer_sparsity(scan: Mapping[str, Sequence[float]], sparsities: Seque
     A layer that loses more than ``max_drop`` even at the lowest scanned sparsity stays dense (0.0).
     """
     sparsities = list(sparsities)
-    if not 0 <= max_drop < 1:
-        raise ValueError(f"max_drop must be in [0, 1) (0.01 = one accuracy point), got {max_drop}")
+    max_drop = checks.fraction("max_drop", max_drop)  # 0.01 = one accuracy point
+    dense_accuracy = checks.fraction("dense_accuracy", dense_accuracy, include_high=True)
+    sparsities = [check_sparsity(s, f"sparsities[{i}]") for i, s in enumerate(sparsities)]
     chosen = {}
     for name, accs in scan.items():
         if len(accs) != len(sparsities):
@@ -713,10 +705,8 @@ def dense_hidden_for_nonzeros(kind: str, nonzeros: int) -> tuple[int, int]:
 
     Used to compare a large sparse model against a small dense one at equal nonzero weights (Zhu & Gupta).
     """
-    if kind not in ("mlp", "cnn"):
-        raise ValueError(f"kind must be 'mlp' or 'cnn', got {kind!r}")
-    if isinstance(nonzeros, bool) or not isinstance(nonzeros, int) or nonzeros < 1:
-        raise ValueError(f"nonzeros must be a positive int, got {nonzeros!r}")
+    checks.choice("kind", kind, ("mlp", "cnn"))
+    nonzeros = checks.positive_int("nonzeros", nonzeros)
 
     def n_weights(a: int, b: int) -> int:  # weights of the prunable layers, biases excluded
         return 64 * a + a * b + b * 10 if kind == "mlp" else 9 * a + 9 * a * b + 16 * b * 10

@@ -222,7 +222,7 @@ def test_storage_bytes_formats():
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan")])
 def test_sparsity_outside_range(bad):
-    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"sparsity must be (in \[0, 1\)|a finite number)"):
         prune.magnitude_mask(torch.randn(4, 4), bad)
     with pytest.raises(ValueError, match="sparsity"):
         prune.prune_model(models.MLP(hidden=(8,)), "magnitude", bad)
