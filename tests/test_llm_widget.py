@@ -14,7 +14,9 @@ def _row(method, pattern, sparsity, ppl, decode=20.0, sample="Paris."):
             "model_sparsity": round(0.79 * sparsity, 4), "perplexity": ppl, "prune_seconds": 1.0,
             "bytes": {"dense_fp32": dense_bytes, "csr_fp32": int(dense_bytes * (1 - sparsity) * 2) + 1000,
                       "2:4_fp32": dense_bytes * 5 // 8 if pattern == "2:4" else None},
-            "prefill_tokens_per_s": 400.0 * (1 + sparsity), "decode_tokens_per_s": decode, "sample": sample}
+            "prefill_tokens_per_s": 400.0 * (1 + sparsity), "decode_tokens_per_s": decode, "sample": sample,
+            "csr_prefill_tokens_per_s": 100.0 if sparsity == 0.7 else None,
+            "csr_decode_tokens_per_s": 10.0 if sparsity == 0.7 else None}
 
 
 @pytest.fixture
@@ -47,6 +49,10 @@ def test_explorer_looks_up_every_control(sweep):
     ex.method.value = "structured"
     assert ex.pattern.value == "ffn_channels" and ex.sparsity.value == 0.5
     assert ex.speed_fig.data[1].y == (20.0, 30.0) and ex.speed_fig.data[1].hovertext[1] == "1.50x dense"
+    ex.method.value = "wanda"
+    ex.sparsity.value = 0.7  # timed through CSR too: a third bar
+    assert ex.speed_fig.data[1].x == ("dense", "Wanda 70%, dense kernels", "Wanda 70%, CSR")
+    assert ex.speed_fig.data[1].y == (20.0, 20.0, 10.0) and ex.speed_fig.data[0].y[2] == 100.0
     assert ex.last_update_ms < 200
 
 

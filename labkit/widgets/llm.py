@@ -154,13 +154,16 @@ class LLMExplorer(widgets.VBox):
                 trace.y = [None if source["bytes"].get(f) is None else round(source["bytes"][f] / 1e6, 2)
                            for f in formats]
                 trace.name = name
+        bars = {"dense": dense, f"{label}, dense kernels": row}
+        if row.get("csr_decode_tokens_per_s"):  # also timed through torch's CSR kernels
+            bars[f"{label}, CSR"] = {k: row[f"csr_{k}"] for k in ("prefill_tokens_per_s", "decode_tokens_per_s")}
         with self.speed_fig.batch_update():
             for col, key in enumerate(("prefill_tokens_per_s", "decode_tokens_per_s")):
                 trace = self.speed_fig.data[col]
-                trace.x = ["dense", label]
-                trace.y = [round(dense[key], 1), round(row[key], 1)]
-                trace.hovertext = ["1.00x dense", f"{row[key] / dense[key]:.2f}x dense"]
-                trace.marker.color = [COLORS[0], COLORS[1]]
+                trace.x = list(bars)
+                trace.y = [round(b[key], 1) for b in bars.values()]
+                trace.hovertext = [f"{b[key] / dense[key]:.2f}x dense" for b in bars.values()]
+                trace.marker.color = COLORS[: len(bars)]
         ratio = row["perplexity"] / dense["perplexity"]
         verdict = "within" if ratio <= 1.5 else "beyond"
         self.status.value = (
@@ -169,7 +172,8 @@ class LLMExplorer(widgets.VBox):
             f"{100 * row['model_sparsity']:.1f}% of the whole model removed "
             f"({100 * row['sparsity']:g}% of the block matrices; the tied embedding / LM head stays dense)<br>"
             f"generation {row['decode_tokens_per_s'] / dense['decode_tokens_per_s']:.2f}x dense, "
-            f"prompt {row['prefill_tokens_per_s'] / dense['prefill_tokens_per_s']:.2f}x dense")
+            f"prompt {row['prefill_tokens_per_s'] / dense['prefill_tokens_per_s']:.2f}x dense "
+            f"(runs as: {html.escape(str(row.get('runs_as', 'dense')))})")
         prompt = "" if self.prompt is None else f"<b>prompt:</b> {html.escape(str(self.prompt))}<br>"
         self.answer.value = (f"{prompt}<b>dense answers:</b> {html.escape(dense['sample'])}<br>"
                              f"<b>{html.escape(label)} answers:</b> {html.escape(row['sample'])}")
