@@ -15,6 +15,7 @@ import warnings
 import torch
 
 from labkit import backend as _backend
+from labkit import formats
 
 #: Whether ``import triton`` works here (actually tried: a shadowed or broken triton counts as missing).
 #: Kernel files define their Triton kernels only when it does.
@@ -222,13 +223,8 @@ def check_bias(bias: torch.Tensor | None, x: torch.Tensor, n: int) -> None:
 
 
 def check_block(block: int, name: str = "block") -> int:
-    """A block edge the GPU compiler accepts: a power of two >= 16 (fp16/bf16 ``tl.dot`` needs K >= 16)."""
-    if isinstance(block, bool) or not isinstance(block, int):
-        raise TypeError(f"{name} must be an int, got {type(block).__name__}")
-    if block < 16 or block & (block - 1):
-        raise ValueError(f"{name}={block} must be a power of two >= 16 (16, 32, 64, 128): Triton's tl.dot on a "
-                         "GPU needs K >= 16 for fp16/bf16 and tile edges that are powers of two")
-    return block
+    """A block edge the GPU compiler accepts: a power of two >= 16 (the rule lives in labkit.formats)."""
+    return formats.check_block(block, name)
 
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:

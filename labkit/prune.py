@@ -30,8 +30,6 @@ block patterns, as sparse kernels see them.
 from __future__ import annotations
 
 import copy
-import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -39,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from labkit import checks
+from labkit import checks, formats
 from labkit.data import Split
 from labkit.models import MLP, SmallCNN, prunable_layers
 
@@ -47,8 +45,8 @@ from labkit.models import MLP, SmallCNN, prunable_layers
 METHODS = ("random", "magnitude", "global_magnitude", "structured", "nm", "block")
 #: Schedules understood by :func:`prune_and_finetune`.
 SCHEDULES = ("one_shot", "iterative", "gradual")
-#: Storage formats reported by :func:`storage_bytes`.
-FORMATS = ("dense", "csr", "bsr", "2:4", "bitmask")
+#: Storage formats reported by :func:`storage_bytes` (names of :data:`labkit.formats.FORMATS`).
+FORMATS = tuple(formats.FORMATS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -68,9 +66,7 @@ def _check_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight
 
 
-def _as_matrix(weight: torch.Tensor) -> torch.Tensor:
-    """View a conv weight (out, in, kh, kw) as the (out, in*kh*kw) matrix a GEMM kernel sees."""
-    return weight.reshape(weight.shape[0], -1)
+_as_matrix = formats.as_matrix  # (out, in, kh, kw) -> (out, in*kh*kw); labkit/widgets/pruning.py uses this name
 
 
 def _n_pruned(sparsity: float, count: int) -> int:
@@ -193,11 +189,8 @@ def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
 
 
 def _check_block(block: int | tuple[int, int]) -> tuple[int, int]:
-    bh, bw = (block, block) if isinstance(block, int) and not isinstance(block, bool) else tuple(block)
-    for v in (bh, bw):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"block must be a positive int b (for b x b) or a pair (bh, bw), got {block!r}")
-    return bh, bw
+    """Any tile size ``b`` or ``(bh, bw)``: pruning is not limited by a kernel (see labkit.formats.check_block)."""
+    return formats.tile(block)
 
 
 def block_scores(weight: torch.Tensor, block: int | tuple[int, int] = 4, norm: int = 1) -> torch.Tensor:
@@ -633,15 +626,7 @@ def is_nm(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:
     """True if every group of ``m`` consecutive weights along a row holds at most ``n`` nonzeros."""
     _check_weight(weight)
     n, m = _check_nm(n, m)
-    mat = _as_matrix(weight)
-    if mat.shape[1] % m:
-        return False
-    return bool(((mat.reshape(-1, m) != 0).sum(dim=1) <= n).all())
-
-
-def _divides(mat: torch.Tensor, block: int | tuple[int, int]) -> bool:
-    bh, bw = _check_block(block)
-    return mat.shape[0] % bh == 0 and mat.shape[1] % bw == 0
+    return formats.is_nm(weight, n, m)
 
 
 def storage_bytes(weight: torch.Tensor, value_bytes: int = 4, index_bytes: int = 4,
@@ -651,38 +636,17 @@ def storage_bytes(weight: torch.Tensor, value_bytes: int = 4, index_bytes: int =
     * ``dense``: every value.
     * ``csr``: nonzero values + a column index per value + ``rows + 1`` row pointers (``torch.to_sparse_csr``).
     * ``bsr``: every value of each stored ``b x b`` tile + a column index per tile + block-row pointers
-      (``torch.to_sparse_bsr``); ``None`` if the block does not divide the matrix.
+      (``torch.to_sparse_bsr``); ``None`` if the block does not divide the matrix. Any tile size counts
+      here; the BSR *kernel* needs more (``labkit.formats.FORMATS["bsr"].fits``).
     * ``2:4``: half the values + 2 bits of position per kept value (cuSPARSELt's layout); ``None``
       unless the weight already satisfies 2:4.
     * ``bitmask``: nonzero values + one bit per position.
 
     ``value_bytes`` is 4 for float32, 2 for fp16/bf16; ``index_bytes`` 4 for int32 indices (torch itself
-    uses int64, 8 bytes).
+    uses int64, 8 bytes). The counting itself lives in :mod:`labkit.formats`.
     """
     _check_weight(weight)
-    for name, v in (("value_bytes", value_bytes), ("index_bytes", index_bytes)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int (bytes per entry), got {v!r}")
-    mat = _as_matrix(weight.detach()).float()
-    rows, cols = mat.shape
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": true, and not the learner's problem
-        warnings.simplefilter("ignore", UserWarning)
-        csr = mat.to_sparse_csr()
-        bsr = mat.to_sparse_bsr(_check_block(block)) if _divides(mat, block) else None
-    nnz = csr.values().numel()
-    out: dict[str, int | None] = {
-        "dense": rows * cols * value_bytes,
-        "csr": nnz * value_bytes + csr.col_indices().numel() * index_bytes + csr.crow_indices().numel() * index_bytes,
-    }
-    if bsr is not None:
-        out["bsr"] = (bsr.values().numel() * value_bytes + bsr.col_indices().numel() * index_bytes
-                      + bsr.crow_indices().numel() * index_bytes)
-    else:
-        out["bsr"] = None
-    # 2 bits of position for each of the 2 kept values in a group of 4 -> 4 bits per 4 weights.
-    out["2:4"] = (rows * cols // 2) * value_bytes + (rows * cols) // 8 if is_nm(mat, 2, 4) else None
-    out["bitmask"] = nnz * value_bytes + math.ceil(rows * cols / 8)
-    return out
+    return formats.storage_bytes(weight, value_bytes, index_bytes, block)
 
 
 def model_storage_bytes(model: nn.Module, value_bytes: int = 4, index_bytes: int = 4,

@@ -43,7 +43,7 @@ from labkit.kernels.bsr_linear import bsr_linear
 from labkit.kernels.csr_linear import csr_linear
 from labkit.kernels.semi24 import pack_24, semi24_linear
 
-FORMATS = ("dense", "bsr", "2:4", "csr")
+from labkit.formats import KERNEL_FORMATS as FORMATS  # noqa: E402 - the formats with a lab kernel
 #: Token counts "auto" plans for; a call uses the bucket nearest its token count (in log scale).
 BUCKETS = (1, 16, 128, 1024, 8192)
 #: A sparse path must be this much faster than dense (ratio) to be chosen.
@@ -407,26 +407,12 @@ def format_bytes(fmt: str, n: int, k: int, density: float = 1.0, value_bytes: in
                  block: int = 64) -> float:
     """Bytes to store an (n, k) weight in ``fmt`` at ``density``, indices and metadata included.
 
-    ``dense``: n*k*s. ``bsr``: kept blocks' values + one index per block + block-row pointers.
-    ``2:4``: half the values + 4 bits per group of 4 (density is 0.5 by construction).
-    ``csr``: a value and a column index per nonzero + row pointers. ``index_bytes`` is 4 for int32
-    (torch's own sparse tensors use int64: 8).
+    Counted by :meth:`labkit.formats.Format.bytes` (see :mod:`labkit.formats` for each format's layout);
+    defaults: bf16 values (2 bytes), int32 indices, 64 x 64 BSR tiles.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
-    for name, v in (("n", n), ("k", k), ("value_bytes", value_bytes), ("index_bytes", index_bytes), ("block", block)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    d = _check_density(density)
-    s, i = value_bytes, index_bytes
-    if fmt == "dense":
-        return float(n * k * s)
-    if fmt == "bsr":
-        blocks = d * n * k / block**2
-        return blocks * (block * block * s + i) + (n / block + 1) * i
-    if fmt == "2:4":
-        return n * k * s / 2 + n * k / 8
-    return d * n * k * (s + i) + (n + 1) * i
+    from labkit import formats  # the one home of byte counts
+
+    return formats.get(fmt, "fmt").bytes((n, k), density, value_bytes, index_bytes, block)
 
 
 def model_time(fmt: str, m: int, n: int, k: int, density: float, peak_tflops: float, bandwidth_tbs: float,
