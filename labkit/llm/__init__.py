@@ -1,0 +1,32 @@
+"""A real language model on a laptop: load SmolLM2-135M offline, prune it one-shot, measure it.
+
+Read the modules in this order:
+
+* :mod:`labkit.llm.model`: :func:`load` (SHA-256 checked GGUF file, cached as safetensors),
+  :func:`model_file`, :func:`tiny_llama` for tests.
+* :mod:`labkit.llm.text`: :func:`text_splits`, evaluation and calibration tokens from Python's help topics.
+* :mod:`labkit.llm.evaluate`: :func:`perplexity`, :func:`generate`, :func:`speed`.
+* :mod:`labkit.llm.oneshot`: :func:`prune` (magnitude, Wanda, SparseGPT; unstructured, 2:4, 4:8),
+  :func:`input_norms`, :func:`measure_sparsity`.
+* :mod:`labkit.llm.sparsegpt`: the SparseGPT algorithm for one layer.
+* :mod:`labkit.llm.structured`: :func:`prune_structured`, physically smaller FFNs and fewer heads.
+* :mod:`labkit.llm.size`: :func:`model_bytes` in each storage format.
+
+Typical use::
+
+    model, tokenizer = llm.load()
+    data = llm.text_splits(tokenizer)
+    llm.perplexity(model, data["evaluation"])            # ~17.5 dense
+    llm.prune(model, "wanda", "unstructured", 0.5, data["calibration"])
+    llm.generate(model, tokenizer, "What is the capital of France?")
+"""
+from labkit.llm.evaluate import generate, perplexity, speed
+from labkit.llm.model import MODEL_SHA256, ModelFileError, load, model_file, tiny_llama, verify
+from labkit.llm.oneshot import METHODS, PATTERNS, input_norms, measure_sparsity, prunable_layers, prune
+from labkit.llm.size import model_bytes
+from labkit.llm.structured import prune_structured
+from labkit.llm.text import text_splits
+
+__all__ = ["METHODS", "MODEL_SHA256", "PATTERNS", "ModelFileError", "generate", "input_norms", "load",
+           "measure_sparsity", "model_bytes", "model_file", "perplexity", "prunable_layers", "prune",
+           "prune_structured", "speed", "text_splits", "tiny_llama", "verify"]

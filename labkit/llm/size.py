@@ -1,0 +1,37 @@
+"""How many bytes a (pruned) language model takes in each storage format.
+
+The prunable matrices are counted by the lab's one registry of formats, :data:`labkit.formats.FORMATS`
+(indices and metadata included); everything else (token embedding = tied LM head, norms) stays dense in every format. A
+structurally pruned model is simply a smaller dense model: its ``dense_*`` entries shrink.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from labkit import formats
+from labkit.llm.oneshot import prunable_layers
+
+#: Storage formats reported for the prunable matrices, each at fp32 and bf16 values.
+FORMATS = ("dense", "csr", "bitmask", "2:4")
+
+
+def model_bytes(model: nn.Module, index_bytes: int = 4) -> dict[str, int | None]:
+    """Bytes of the whole model (tied tensors once) with its linear layers stored in each format.
+
+    Keys ``"<format>_<fp32|bf16>"`` for format in ``dense``, ``csr``, ``bitmask``, ``2:4``. ``2:4`` is
+    ``None`` unless every prunable matrix follows the 2:4 pattern. Indices take ``index_bytes`` each
+    (4: int32). Real zeros are counted, whatever method made them.
+    """
+    layers = prunable_layers(model)
+    in_layers = sum(m.weight.numel() for m in layers.values())
+    rest = sum(p.numel() for p in model.parameters()) - in_layers  # embedding (= LM head), norms, biases
+    out: dict[str, int | None] = {}
+    for suffix, value_bytes in (("fp32", 4), ("bf16", 2)):
+        totals: dict[str, int | None] = {f: rest * value_bytes for f in FORMATS}
+        for layer in layers.values():
+            for f in FORMATS:
+                if totals[f] is not None:
+                    size = formats.FORMATS[f].weight_bytes(layer.weight.detach(), value_bytes, index_bytes)
+                    totals[f] = None if size is None else totals[f] + size
+        out.update({f"{f}_{suffix}": v for f, v in totals.items()})
+    return out
