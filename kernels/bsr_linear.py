@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import torch
 
+from labkit import checks
 from labkit.kernels import runtime as rt
 
 if rt.HAS_TRITON:
@@ -53,12 +54,12 @@ if rt.HAS_TRITON:
     def _bsr_block(acc, p, x_ptr, col_ptr, val_ptr, offs_m, offs_b, offs_nb, m_ok, K, NNZB, stride_xm,
                    BS: tl.constexpr, CAST_FP32: tl.constexpr):
         """One kept block: load its x slice and the block, and accumulate their product."""
-        col = tl.load(col_ptr + p)
+        col = tl.load(col_ptr + p, mask=p < NNZB, other=0)
         k = col * BS + offs_b
         # x slice (BLOCK_M tokens x BS inputs): masked for the ragged last token tile and for a
         # weight whose K was padded up to a block multiple.
         a = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
-                    mask=m_ok[:, None] & (k[None, :] < K), other=0.0)
+                    mask=m_ok[:, None] & (k[None, :] < K) & (k[None, :] >= 0), other=0.0)
         # the kept block's rows offs_nb, read transposed (BS inputs x BLOCK_N outputs): y = x @ W.T
         w = tl.load(val_ptr + p * (BS * BS) + offs_nb[None, :] * BS + offs_b[:, None],  # p: int64 index
                     mask=(p < NNZB), other=0.0)
@@ -96,8 +97,10 @@ if rt.HAS_TRITON:
         m_ok = offs_m < M
 
         # -- walk this block row's kept blocks: p = start + pid_k, start + pid_k + SPLIT_K, ... -------
-        start = tl.load(crow_ptr + row)
-        end = tl.load(crow_ptr + row + 1)
+        # (the launcher checked crow; the masks and the clamp keep even a bad one inside the arrays)
+        row_ok = row < tl.cdiv(N, BS)
+        start = tl.load(crow_ptr + row, mask=row_ok, other=0)
+        end = tl.minimum(tl.load(crow_ptr + row + 1, mask=row_ok, other=0), NNZB)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         if PIPELINE:  # `for`: the compiler loads the next blocks while this one's tl.dot runs
             for p in tl.range(start + pid_k, end, SPLIT_K):
@@ -136,7 +139,8 @@ if rt.HAS_TRITON:
     # pipelining depth and warps matter, split-K is chosen by the launcher.
     _decode = triton.autotune(
         configs=rt.autotune_configs(
-            [triton.Config({"BLOCK_M": 16, "GROUP_M": 1}, num_warps=w, num_stages=s) for w, s in ((2, 3), (4, 3), (4, 4))],
+            [triton.Config({"BLOCK_M": 16, "GROUP_M": 1}, num_warps=w, num_stages=s)
+             for w, s in ((2, 3), (4, 3), (4, 4))],
             triton.Config({"BLOCK_M": 16, "GROUP_M": 1}, num_warps=4, num_stages=1)),
         do_bench=rt.autotune_bench, key=["N", "K", "BS", "NNZB", "SPLIT_K"],
     )(_bsr_linear_kernel)
@@ -145,8 +149,13 @@ if rt.HAS_TRITON:
 DECODE_MAX_TOKENS = 16
 
 
-def check_bsr_weight(weight: torch.Tensor, x: torch.Tensor | None = None) -> int:
-    """Validate a ``torch.sparse_bsr`` weight (and ``x`` against it); return the block size."""
+def check_bsr_weight(weight: torch.Tensor, x: torch.Tensor | None = None, validate: bool = True) -> int:
+    """Validate a ``torch.sparse_bsr`` weight (and ``x`` against it); return the block size.
+
+    ``validate`` also checks the index arrays (monotone ``crow_indices`` ending at the number of
+    blocks, block columns in range): one pass over the indices and, on a GPU, a sync. Callers that
+    packed the weight themselves and checked it once (:class:`labkit.sparse.SparseLinear`) skip it.
+    """
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"weight must be a torch.Tensor in sparse_bsr layout, got {type(weight).__name__}")
     if weight.layout != torch.sparse_bsr:
@@ -159,6 +168,11 @@ def check_bsr_weight(weight: torch.Tensor, x: torch.Tensor | None = None) -> int
         raise ValueError(f"weight blocks must be square, got {bh}x{bw}; use to_sparse_bsr((b, b))")
     rt.check_block(int(bh), "block size of weight")
     nnzb = weight.values().shape[0]
+    if weight.shape[0] % bh or weight.shape[1] % bh:
+        raise ValueError(f"weight shape {tuple(weight.shape)} is not a multiple of its {bh}x{bw} blocks")
+    if validate:
+        rt.check_compressed_rows(weight.crow_indices(), weight.col_indices(), weight.shape[0] // bh,
+                                 weight.shape[1] // bh, nnzb)
     if weight.col_indices().dtype != torch.int64 and nnzb * bh * bw >= 2**31:
         raise ValueError("weight has int32 indices but more than 2**31 stored values; rebuild it with int64 "
                          "indices (torch's default for to_sparse_bsr)")
@@ -172,32 +186,48 @@ def check_bsr_weight(weight: torch.Tensor, x: torch.Tensor | None = None) -> int
     return int(bh)
 
 
+def _out_features(weight: torch.Tensor, bs: int, out_features: int | None) -> int:
+    """The logical output width: ``weight.shape[0]``, or less by under one block (a padded weight)."""
+    if out_features is None:
+        return weight.shape[0]
+    n = checks.positive_int("out_features", out_features)
+    if not (weight.shape[0] - bs < n <= weight.shape[0]):
+        raise ValueError(f"out_features={n} must be within one block ({bs}) of weight.shape[0]={weight.shape[0]}: "
+                         "a padded weight loses less than one block of rows")
+    return n
+
+
 def bsr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-               out_features: int | None = None, split_k: int | None = None) -> torch.Tensor:
+               out_features: int | None = None, split_k: int | None = None, validate: bool = True) -> torch.Tensor:
     """``x @ weight.T + bias`` with a block-sparse weight in torch's ``sparse_bsr`` layout.
 
-    Args:
-        x: (M, K) contiguous activations, fp16, bf16 or fp32.
-        weight: (N_pad, K_pad) ``sparse_bsr`` tensor with square blocks (power of two, >= 16).
-            ``K_pad`` may exceed ``K`` by less than a block (a weight zero-padded to whole blocks).
-        bias: optional (out_features,) vector.
-        out_features: logical output width when the weight was padded (default ``N_pad``).
-        split_k: force the decode path's split count (default: enough programs to fill the GPU).
+    Input contract (anything else raises a ValueError/TypeError naming the argument):
 
-    Runs the Triton kernel where it can (GPU, or the interpreter on CPU) and the plain-torch
-    reference otherwise (no triton installed).
+    Args:
+        x: (M, K) contiguous activations, fp16, bf16 or fp32 (M may be 0).
+        weight: (N_pad, K_pad) ``sparse_bsr`` tensor with square blocks (power of two, >= 16), same
+            dtype and device as ``x``. ``K_pad`` may exceed ``K`` by less than a block (a weight
+            zero-padded to whole blocks).
+        bias: optional (out_features,) vector, same dtype and device.
+        out_features: logical output width when the weight was padded (default ``N_pad``; at most
+            one block less).
+        split_k: force the decode path's split count, a positive int (default: enough programs to fill the GPU).
+        validate: check the index arrays first (default). Pass False only for indices already
+            checked, e.g. built by ``to_sparse_bsr`` and checked once by ``SparseLinear``.
+
+    Returns (M, out_features) in ``x``'s dtype. Runs the Triton kernel where
+    :func:`labkit.kernels.runtime.can_launch` says it can, else the plain-torch reference.
     """
-    bs = check_bsr_weight(weight, x)
-    n = weight.shape[0] if out_features is None else int(out_features)
-    if not (weight.shape[0] - bs < n <= weight.shape[0]):
-        raise ValueError(f"out_features={n} must be within one block ({bs}) of weight.shape[0]={weight.shape[0]}")
+    bs = check_bsr_weight(weight, x, validate)
+    n = _out_features(weight, bs, out_features)
     rt.check_bias(bias, x, n)
-    if split_k is not None and (isinstance(split_k, bool) or not isinstance(split_k, int) or split_k < 1):
-        raise ValueError(f"split_k must be a positive int or None, got {split_k!r}")
+    split_k = rt.check_split_k(split_k)
     if not rt.can_launch(x):
-        return bsr_linear_reference(x, weight, bias, out_features=n)
+        return bsr_linear_reference(x, weight, bias, out_features=n, validate=False)
 
     m, k = x.shape
+    if m == 0:
+        return x.new_empty((0, n))
     crow = weight.crow_indices()
     col = weight.col_indices()
     values = weight.values()
@@ -228,20 +258,24 @@ def bsr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
 
     rt.launch(lambda pipeline: kernel[grid](
         x, crow, col, values, bias if bias is not None else x, out, m, n, k, nnzb, split_k, x.stride(0), n, stride_os,
-        BS=bs, BLOCK_N=block_n, PARTIAL=split_k > 1, HAS_BIAS=bias is not None and split_k == 1, CAST_FP32=cast, PIPELINE=pipeline))
+        BS=bs, BLOCK_N=block_n, PARTIAL=split_k > 1, HAS_BIAS=bias is not None and split_k == 1, CAST_FP32=cast,
+        PIPELINE=pipeline))
     return rt.reduce_split_k(out, bias, x.dtype)
 
 
 def bsr_linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                         out_features: int | None = None) -> torch.Tensor:
-    """Plain torch: densify the weight and call ``F.linear`` (the answer the kernel must match)."""
-    bs = check_bsr_weight(weight, x)
-    n = weight.shape[0] if out_features is None else int(out_features)
+                         out_features: int | None = None, validate: bool = True) -> torch.Tensor:
+    """Plain torch: densify the weight and call ``F.linear`` (the answer the kernel must match).
+
+    The same input contract as :func:`bsr_linear`.
+    """
+    bs = check_bsr_weight(weight, x, validate)
+    n = _out_features(weight, bs, out_features)
+    rt.check_bias(bias, x, n)
     w = weight.to_dense()[:n, : x.shape[1]]
     if x.device.type == "cpu" and x.dtype != torch.float32:
         # CPU half-precision matmul is slow or missing on some builds: compute in fp32
         return torch.nn.functional.linear(x.float(), w.float(), None if bias is None else bias.float()).to(x.dtype)
-    del bs
     return torch.nn.functional.linear(x, w, bias)
 
 
@@ -252,8 +286,7 @@ def program_schedule(m: int, n_rows: int, block_m: int = 64, group_m: int = 8) -
     groups interleave ``group_m`` token tiles, so a block row's weights are reused while still in cache.
     """
     for name, v in (("m", m), ("n_rows", n_rows), ("block_m", block_m), ("group_m", group_m)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        checks.positive_int(name, v)
     num_m = -(-m // block_m)
     order = []
     for pid in range(num_m * n_rows):

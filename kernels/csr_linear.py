@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import torch
 
+from labkit import checks
 from labkit.kernels import runtime as rt
 
 if rt.HAS_TRITON:
@@ -42,12 +43,12 @@ if rt.HAS_TRITON:
                    BLOCK_NZ: tl.constexpr):
         """BLOCK_NZ nonzeros of the row starting at p: gather their inputs, multiply, add."""
         offs = p + tl.arange(0, BLOCK_NZ)
-        ok = (offs < end) & (offs < NNZ)
+        ok = (offs < end) & (offs < NNZ) & (offs >= 0)
         cols = tl.load(col_ptr + offs, mask=ok, other=0)
         vals = tl.load(val_ptr + offs, mask=ok, other=0.0).to(tl.float32)
         # gather: one row of xT (BLOCK_M consecutive tokens) per nonzero
         xs = tl.load(xt_ptr + cols[:, None].to(tl.int64) * stride_xk + offs_m[None, :],
-                     mask=ok[:, None] & m_ok[None, :] & (cols[:, None] < K), other=0.0)
+                     mask=ok[:, None] & m_ok[None, :] & (cols[:, None] < K) & (cols[:, None] >= 0), other=0.0)
         # CUDA-core FMAs, no tensor cores; summed over the nonzeros only once, after the loop
         return acc + vals[:, None] * xs.to(tl.float32)
 
@@ -58,12 +59,14 @@ if rt.HAS_TRITON:
         BLOCK_M: tl.constexpr, BLOCK_NZ: tl.constexpr, HAS_BIAS: tl.constexpr, CAST_FP32: tl.constexpr,
         PIPELINE: tl.constexpr,
     ):
-        # the launch order is a permutation of rows (natural, or longest rows first)
-        row = tl.load(order_ptr + tl.program_id(0))
+        # the launch order is a permutation of rows (natural, or longest rows first). The launcher
+        # checked it and crow; the masks and the clamp keep even bad indices inside the arrays.
+        row = tl.load(order_ptr + tl.program_id(0), mask=tl.program_id(0) < N, other=0)
+        row_ok = (row >= 0) & (row < N)
         offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
         m_ok = offs_m < M
-        start = tl.load(crow_ptr + row)
-        end = tl.load(crow_ptr + row + 1)
+        start = tl.load(crow_ptr + row, mask=row_ok, other=0)
+        end = tl.minimum(tl.load(crow_ptr + row + 1, mask=row_ok, other=0), NNZ)
         acc = tl.zeros((BLOCK_NZ, BLOCK_M), dtype=tl.float32)  # one partial sum per lane of nonzeros
         if PIPELINE:  # `for` over a bound loaded from memory: pipelined (see runtime.launch)
             for p in tl.range(start, end, BLOCK_NZ):
@@ -75,9 +78,9 @@ if rt.HAS_TRITON:
                 p += BLOCK_NZ
         y = tl.sum(acc, axis=0)  # reduce across the BLOCK_NZ lanes once, not in every iteration
         if HAS_BIAS:
-            y += tl.load(bias_ptr + row).to(tl.float32)
+            y += tl.load(bias_ptr + row, mask=row_ok, other=0.0).to(tl.float32)
         # output is yT (N x M): the BLOCK_M results of one row are consecutive
-        tl.store(out_ptr + row.to(tl.int64) * stride_on + offs_m, y.to(out_ptr.dtype.element_ty), mask=m_ok)
+        tl.store(out_ptr + row.to(tl.int64) * stride_on + offs_m, y.to(out_ptr.dtype.element_ty), mask=m_ok & row_ok)
 
     _csr_tuned = triton.autotune(
         configs=rt.autotune_configs(
@@ -89,14 +92,23 @@ if rt.HAS_TRITON:
 ORDERS = ("natural", "longest_first")
 
 
-def check_csr_weight(weight: torch.Tensor, x: torch.Tensor | None = None) -> None:
-    """Validate a ``torch.sparse_csr`` weight (and ``x`` against it)."""
+def check_csr_weight(weight: torch.Tensor, x: torch.Tensor | None = None, validate: bool = True) -> None:
+    """Validate a ``torch.sparse_csr`` weight (and ``x`` against it).
+
+    ``validate`` also checks the index arrays (monotone ``crow_indices`` ending at nnz, column
+    indices in range): one pass over them and, on a GPU, a sync; callers that checked them once
+    when packing (:class:`labkit.sparse.SparseLinear`) skip it.
+    """
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"weight must be a torch.Tensor in sparse_csr layout, got {type(weight).__name__}")
     if weight.layout != torch.sparse_csr:
-        raise ValueError(f"weight must have layout torch.sparse_csr, got {weight.layout}; convert with weight.to_sparse_csr()")
+        raise ValueError(f"weight must have layout torch.sparse_csr, got {weight.layout}; "
+                         "convert with weight.to_sparse_csr()")
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
+    if validate:
+        rt.check_compressed_rows(weight.crow_indices(), weight.col_indices(), weight.shape[0], weight.shape[1],
+                                 weight.values().numel())
     if x is not None:
         rt.check_activations(x)
         rt.check_same(x, weight, "weight")
@@ -120,11 +132,10 @@ def row_stats(weight: torch.Tensor) -> dict:
             "imbalance": longest / mean if mean > 0 else 1.0}
 
 
-def launch_order(weight: torch.Tensor, order: str = "natural") -> torch.Tensor:
+def launch_order(weight: torch.Tensor, order: str = "natural", validate: bool = True) -> torch.Tensor:
     """The rows in the order programs are launched: natural, or longest rows first (int32)."""
-    check_csr_weight(weight)
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    check_csr_weight(weight, validate=validate)
+    checks.choice("order", order, ORDERS)
     n = weight.shape[0]
     if order == "natural":
         return torch.arange(n, device=weight.device, dtype=torch.int32)
@@ -133,25 +144,42 @@ def launch_order(weight: torch.Tensor, order: str = "natural") -> torch.Tensor:
 
 
 def csr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-               order: str | torch.Tensor = "natural") -> torch.Tensor:
+               order: str | torch.Tensor = "natural", validate: bool = True) -> torch.Tensor:
     """``x @ weight.T + bias`` with an unstructured sparse weight in torch's ``sparse_csr`` layout.
 
+    Input contract (anything else raises a ValueError/TypeError naming the argument):
+
     Args:
-        x: (M, K) contiguous activations; fp16, bf16 or fp32 matching the weight.
-        weight: (N, K) ``sparse_csr`` tensor.
+        x: (M, K) contiguous activations; fp16, bf16 or fp32 matching the weight (M may be 0).
+        weight: (N, K) ``sparse_csr`` tensor on ``x``'s device.
         bias: optional (N,) vector.
-        order: ``"natural"``, ``"longest_first"``, or a precomputed :func:`launch_order` tensor.
+        order: ``"natural"``, ``"longest_first"``, or a precomputed :func:`launch_order` tensor: an
+            int32 permutation of ``0 .. N-1`` on ``x``'s device.
+        validate: check the index arrays (``crow``, ``col``, a given ``order``) first (default).
+            Pass False only for indices already checked once, as ``SparseLinear`` does.
+
+    Returns (M, N) in ``x``'s dtype.
     """
-    check_csr_weight(weight, x)
+    check_csr_weight(weight, x, validate)
     n = weight.shape[0]
     rt.check_bias(bias, x, n)
     if isinstance(order, str):
-        order = launch_order(weight, order)
-    elif not (isinstance(order, torch.Tensor) and order.shape == (n,) and order.dtype == torch.int32):
-        raise ValueError(f"order must be one of {ORDERS} or an int32 tensor of {n} row ids from launch_order()")
+        order = launch_order(weight, checks.choice("order", order, ORDERS), validate=False)
+    else:
+        if not isinstance(order, torch.Tensor):
+            raise TypeError(f"order must be one of {ORDERS} or an int32 tensor from launch_order(), "
+                            f"got {type(order).__name__}")
+        if order.device != x.device:
+            raise ValueError(f"order is on {order.device} but x is on {x.device}; move both to the same device")
+        if validate:
+            rt.check_permutation("order", order, n)
+        elif order.dtype != torch.int32 or order.shape != (n,):
+            raise ValueError(f"order must be an int32 tensor of {n} row ids from launch_order()")
     if not rt.can_launch(x):
-        return csr_linear_reference(x, weight, bias)
+        return csr_linear_reference(x, weight, bias, validate=False)
     m, k = x.shape
+    if m == 0 or n == 0:
+        return csr_linear_reference(x, weight, bias, validate=False)  # nothing to launch: empty or all-bias
     xt = x.t().contiguous()  # K x M: a gathered input feature is BLOCK_M consecutive values
     yt = torch.empty((n, m), device=x.device, dtype=x.dtype)
     block_m = min(128, rt.next_pow2(m))
@@ -164,9 +192,11 @@ def csr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     return yt.view(1, n) if m == 1 else yt.t().contiguous()
 
 
-def csr_linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Plain torch: densify and call ``F.linear``."""
-    check_csr_weight(weight, x)
+def csr_linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                         validate: bool = True) -> torch.Tensor:
+    """Plain torch: densify and call ``F.linear``. The same input contract as :func:`csr_linear`."""
+    check_csr_weight(weight, x, validate)
+    rt.check_bias(bias, x, weight.shape[0])
     w = weight.to_dense()
     if x.device.type == "cpu" and x.dtype != torch.float32:
         return torch.nn.functional.linear(x.float(), w.float(), None if bias is None else bias.float()).to(x.dtype)

@@ -43,6 +43,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from labkit import checks
 from labkit.kernels import runtime as rt
 
 if rt.HAS_TRITON:
@@ -50,7 +51,7 @@ if rt.HAS_TRITON:
     import triton.language as tl
 
 __all__ = ["moe_align", "moe_up", "moe_down", "moe_combine", "fused_moe", "moe_reference", "padding_waste",
-           "choose_block_m", "check_moe_inputs"]
+           "choose_block_m", "check_moe_inputs", "check_grouped_inputs", "moe_up_reference", "moe_down_reference"]
 
 
 def _is_pow2(n: int) -> bool:
@@ -60,18 +61,24 @@ def _is_pow2(n: int) -> bool:
 # ----------------------------------------------------------------------------------------------
 # 1. Align: sort slots by expert and pad each expert's group to a multiple of BLOCK_M
 # ----------------------------------------------------------------------------------------------
-def moe_align(experts: torch.Tensor, n_experts: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def moe_align(experts: torch.Tensor, n_experts: int, block_m: int,
+              check_ids: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sort the ``T * top_k`` slots by expert and pad every expert's group to a ``block_m`` multiple.
 
     Returns ``(sorted_slots, block_expert, n_padded)``: ``sorted_slots[r]`` is the slot computed by
     padded row ``r`` (``T * top_k`` marks padding), ``block_expert[b]`` the expert of row block
     ``b`` (``-1`` past the end) and ``n_padded`` (a 0-d tensor) the rows in use. Sizes are upper
-    bounds known without reading the data, so nothing waits for the GPU.
+    bounds known without reading the data, so nothing waits for the GPU (except ``check_ids``,
+    which checks every id is in ``[0, n_experts)``: one sync; pass False for ids already checked).
     """
     if not isinstance(experts, torch.Tensor) or experts.ndim != 2 or experts.dtype not in (torch.int32, torch.int64):
         raise ValueError("experts must be an int32/int64 tensor of shape (tokens, top_k)")
+    n_experts = checks.positive_int("n_experts", n_experts)
     if not _is_pow2(block_m) or block_m < 16:
         raise ValueError(f"block_m must be a power of two >= 16 (tl.dot needs 16 rows), got {block_m!r}")
+    if check_ids and experts.numel() and (int(experts.min()) < 0 or int(experts.max()) >= n_experts):
+        raise ValueError(f"experts must lie in [0, {n_experts}), got ids from {int(experts.min())} to "
+                         f"{int(experts.max())}")
     flat = experts.reshape(-1).long()
     n_slots = flat.numel()
     dev = flat.device
@@ -95,7 +102,13 @@ def moe_align(experts: torch.Tensor, n_experts: int, block_m: int) -> tuple[torc
 
 
 def padding_waste(experts: torch.Tensor, n_experts: int, block_m: int) -> float:
-    """Share of computed rows that are padding: ``(padded - T * top_k) / padded``."""
+    """Share of computed rows that are padding: ``(padded - T * top_k) / padded`` (0.0 for no slots)."""
+    checks.tensor("experts", experts, dtypes=(torch.int32, torch.int64))
+    n_experts = checks.positive_int("n_experts", n_experts)
+    block_m = checks.positive_int("block_m", block_m)
+    if experts.numel() and (int(experts.min()) < 0 or int(experts.max()) >= n_experts):
+        raise ValueError(f"experts must lie in [0, {n_experts}), got ids from {int(experts.min())} to "
+                         f"{int(experts.max())}")
     counts = torch.bincount(experts.reshape(-1).long(), minlength=n_experts)
     padded = int(((counts + block_m - 1) // block_m * block_m).sum())
     return (padded - experts.numel()) / padded if padded else 0.0
@@ -103,6 +116,8 @@ def padding_waste(experts: torch.Tensor, n_experts: int, block_m: int) -> float:
 
 def choose_block_m(n_slots: int, n_experts: int) -> int:
     """Rows per block: small when experts get few tokens (less padding), 128 when they get many."""
+    checks.nonneg_int("n_slots", n_slots)
+    checks.positive_int("n_experts", n_experts)
     avg = max(1, n_slots // max(1, n_experts))
     return 16 if avg <= 16 else 32 if avg <= 32 else 64 if avg <= 128 else 128
 
@@ -144,17 +159,18 @@ if rt.HAS_TRITON:
     @triton.autotune(configs=_configs(), key=["D", "FF", "BLOCK_M"])
     @triton.jit
     def _moe_up_kernel(x_ptr, w1_ptr, w3_ptr, h_ptr, sorted_slots_ptr, block_expert_ptr,
-                       n_slots, D, FF, num_blocks,
+                       n_slots, D, FF, num_blocks, E,
                        stride_xt, stride_xd, stride_we, stride_wf, stride_wd, stride_hr, stride_hf,
                        TOP_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        GROUP_M: tl.constexpr, UPCAST: tl.constexpr):
         """h[row] = silu(x[token] @ w1[e]^T) * (x[token] @ w3[e]^T) for one (BLOCK_M, BLOCK_N) tile."""
         pid_m, pid_n = _tile_ids(num_blocks, tl.cdiv(FF, BLOCK_N), GROUP_M)
-        expert = tl.load(block_expert_ptr + pid_m)
-        if expert >= 0:  # blocks past the last expert's padding do nothing
+        # (the launcher checked the index arrays; the masks keep even bad ones inside the arrays)
+        expert = tl.load(block_expert_ptr + pid_m, mask=pid_m < num_blocks, other=-1)
+        if (expert >= 0) & (expert < E):  # blocks past the last expert's padding do nothing
             rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-            slots = tl.load(sorted_slots_ptr + rows)  # sorted_slots has exactly max_blocks * BLOCK_M entries
-            valid = slots < n_slots
+            slots = tl.load(sorted_slots_ptr + rows, mask=rows < num_blocks * BLOCK_M, other=n_slots)
+            valid = (slots < n_slots) & (slots >= 0)
             tokens = slots // TOP_K  # slot = token * top_k + choice
             cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
             col_ok = cols < FF
@@ -180,17 +196,17 @@ if rt.HAS_TRITON:
     @triton.autotune(configs=_configs(), key=["D", "FF", "BLOCK_M"])
     @triton.jit
     def _moe_down_kernel(h_ptr, w2_ptr, gate_ptr, y_ptr, sorted_slots_ptr, block_expert_ptr,
-                         n_slots, D, FF, num_blocks,
+                         n_slots, D, FF, num_blocks, E,
                          stride_hr, stride_hf, stride_we, stride_wd, stride_wf, stride_ys, stride_yd,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                          UPCAST: tl.constexpr):
         """y[slot] = gate[slot] * (h[row] @ w2[e]^T) for one tile; rows are stored back in slot order."""
         pid_m, pid_n = _tile_ids(num_blocks, tl.cdiv(D, BLOCK_N), GROUP_M)
-        expert = tl.load(block_expert_ptr + pid_m)
-        if expert >= 0:
+        expert = tl.load(block_expert_ptr + pid_m, mask=pid_m < num_blocks, other=-1)
+        if (expert >= 0) & (expert < E):
             rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-            slots = tl.load(sorted_slots_ptr + rows)
-            valid = slots < n_slots
+            slots = tl.load(sorted_slots_ptr + rows, mask=rows < num_blocks * BLOCK_M, other=n_slots)
+            valid = (slots < n_slots) & (slots >= 0)
             cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
             col_ok = cols < D
             w_base = expert.to(tl.int64) * stride_we
@@ -249,7 +265,8 @@ def check_moe_inputs(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: to
     if not gates.is_floating_point():
         raise TypeError(f"gates must be floating point, got {gates.dtype}")
     if check_ids and experts.numel() and (int(experts.min()) < 0 or int(experts.max()) >= n_experts):
-        raise ValueError(f"experts must lie in [0, {n_experts}), got ids from {int(experts.min())} to {int(experts.max())}")
+        raise ValueError(f"experts must lie in [0, {n_experts}), got ids from {int(experts.min())} to "
+                         f"{int(experts.max())}")
     devices = {t.device for t in (x, w1, w3, w2, gates, experts)}
     if len(devices) != 1:
         raise ValueError(f"all inputs must be on one device, got {sorted(str(d) for d in devices)}")
@@ -263,50 +280,162 @@ def _quiet_interpreter():
         yield
 
 
-def _kernel_device_ok(x: torch.Tensor) -> None:
-    if not rt.HAS_TRITON:
-        raise RuntimeError("triton is not installed here; use moe_reference (plain torch) instead")
-    if rt.interpreting() and x.is_cuda:
-        raise ValueError("TRITON_INTERPRET=1 runs kernels on the CPU: pass CPU tensors")
-    if not rt.interpreting() and not x.is_cuda:
-        raise ValueError("compiled Triton needs CUDA tensors: move inputs to the GPU, or set TRITON_INTERPRET=1 "
-                         "before importing triton (import labkit does this when there is no GPU)")
+_notice = {"shown": False}
+
+
+def _use_kernels(x: torch.Tensor) -> bool:
+    """Whether the Triton kernels run for ``x`` (:func:`labkit.kernels.runtime.can_launch`).
+
+    Where they cannot (no triton, e.g. macOS or Windows; or tensors on the wrong device), the plain
+    torch references below compute the same thing, and a notice says so once.
+    """
+    if rt.can_launch(x):
+        return True
+    if not _notice["shown"]:
+        _notice["shown"] = True
+        warnings.warn(f"labkit.kernels.moe: the Triton kernels cannot run for {x.device.type} tensors here "
+                      f"({rt.backend().reason}); using the plain-torch reference instead (same result, slower)",
+                      stacklevel=3)
+    return False
+
+
+def check_grouped_inputs(sorted_slots: torch.Tensor, block_expert: torch.Tensor, n_slots: int, n_experts: int,
+                         block_m: int, device: torch.device, validate: bool = True) -> None:
+    """The index arrays of :func:`moe_align`, which the kernels read before they load anything.
+
+    ``sorted_slots``: int32, ``len(block_expert) * block_m`` entries in ``[0, n_slots]`` (``n_slots``
+    marks padding). ``block_expert``: int32 expert ids in ``[-1, n_experts)`` (``-1``: unused block).
+    ``validate=False`` skips the value checks (a sync on a GPU), for arrays fresh from ``moe_align``.
+    """
+    checks.tensor("block_expert", block_expert, dim=1, dtypes=torch.int32)
+    checks.tensor("sorted_slots", sorted_slots, dim=1, dtypes=torch.int32)
+    if not _is_pow2(block_m) or block_m < 16:
+        raise ValueError(f"block_m must be a power of two >= 16 (tl.dot needs 16 rows), got {block_m!r}")
+    if sorted_slots.numel() != block_expert.numel() * block_m:
+        raise ValueError(f"sorted_slots must hold len(block_expert) * block_m = {block_expert.numel() * block_m} "
+                         f"entries, got {sorted_slots.numel()}; build both with moe_align()")
+    for name, t in (("sorted_slots", sorted_slots), ("block_expert", block_expert)):
+        if t.device != device:
+            raise ValueError(f"{name} is on {t.device} but the activations on {device}; move both to one device")
+    if validate and sorted_slots.numel():
+        if int(sorted_slots.min()) < 0 or int(sorted_slots.max()) > n_slots:
+            raise ValueError(f"sorted_slots must lie in [0, {n_slots}] ({n_slots} marks padding), got values from "
+                             f"{int(sorted_slots.min())} to {int(sorted_slots.max())}")
+        if int(block_expert.min()) < -1 or int(block_expert.max()) >= n_experts:
+            raise ValueError(f"block_expert must lie in [-1, {n_experts}) (the expert of each row block, -1 for "
+                             f"none), got values from {int(block_expert.min())} to {int(block_expert.max())}")
+
+
+def _check_weights(name: str, w: torch.Tensor, x: torch.Tensor, in_features: int) -> tuple[int, int, int]:
+    checks.tensor(name, w, dim=3)
+    if w.dtype != x.dtype or w.device != x.device:
+        raise TypeError(f"{name} is {w.dtype} on {w.device} but the activations are {x.dtype} on {x.device}; "
+                        "use one dtype and device")
+    if w.shape[2] != in_features:
+        raise ValueError(f"{name} must be (E, out, {in_features}) to match the activations, got {tuple(w.shape)}")
+    return w.shape[0], w.shape[1], w.shape[2]
+
+
+def _rows(sorted_slots: torch.Tensor, block_expert: torch.Tensor, n_slots: int, block_m: int):
+    """(padded row ids, their slots, their experts) of the rows that compute a real slot."""
+    expert_of_row = block_expert.long().repeat_interleave(block_m)
+    slots = sorted_slots.long()
+    rows = ((slots < n_slots) & (expert_of_row >= 0)).nonzero().squeeze(1)
+    return rows, slots[rows], expert_of_row[rows]
+
+
+def moe_up_reference(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, sorted_slots: torch.Tensor,
+                     block_expert: torch.Tensor, top_k: int, block_m: int) -> torch.Tensor:
+    """Plain torch :func:`moe_up` (padding rows are zero); inputs as checked by :func:`moe_up`."""
+    h = torch.zeros(sorted_slots.numel(), w1.shape[1], device=x.device, dtype=x.dtype)
+    rows, slots, experts = _rows(sorted_slots, block_expert, x.shape[0] * top_k, block_m)
+    for e in experts.unique().tolist():
+        sel = experts == e
+        xe = x[slots[sel] // top_k].float()
+        h[rows[sel]] = (F.silu(xe @ w1[e].float().T) * (xe @ w3[e].float().T)).to(x.dtype)
+    return h
+
+
+def moe_down_reference(h: torch.Tensor, w2: torch.Tensor, gates: torch.Tensor, sorted_slots: torch.Tensor,
+                       block_expert: torch.Tensor, block_m: int) -> torch.Tensor:
+    """Plain torch :func:`moe_down` (slots no row computes are zero); inputs as checked by :func:`moe_down`."""
+    n_slots = gates.numel()
+    y = torch.zeros(n_slots, w2.shape[1], device=h.device, dtype=h.dtype)
+    rows, slots, experts = _rows(sorted_slots, block_expert, n_slots, block_m)
+    g = gates.reshape(-1).float()
+    for e in experts.unique().tolist():
+        sel = experts == e
+        y[slots[sel]] = ((h[rows[sel]].float() @ w2[e].float().T) * g[slots[sel], None]).to(h.dtype)
+    return y
 
 
 def moe_up(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, sorted_slots: torch.Tensor,
-           block_expert: torch.Tensor, top_k: int, block_m: int) -> torch.Tensor:
-    """Grouped up-projection: ``h`` (padded rows, d_ff) with ``silu(x w1^T) * (x w3^T)`` per row."""
-    _kernel_device_ok(x)
-    n_experts, d_ff, d_model = w1.shape
+           block_expert: torch.Tensor, top_k: int, block_m: int, validate: bool = True) -> torch.Tensor:
+    """Grouped up-projection: ``h`` (padded rows, d_ff) with ``silu(x w1^T) * (x w3^T)`` per row.
+
+    Input contract: ``x`` (T, d_model) fp32/fp16/bf16; ``w1``, ``w3`` (E, d_ff, d_model) of ``x``'s
+    dtype and device; ``sorted_slots``/``block_expert`` from :func:`moe_align` for ``T * top_k``
+    slots (checked by :func:`check_grouped_inputs` unless ``validate=False``); ``top_k`` >= 1;
+    ``block_m`` the power of two given to ``moe_align``. Rows of padding are left unwritten by the
+    kernel (zero in the reference). Without Triton, the plain-torch reference runs.
+    """
+    rt.check_activations(x)
+    top_k = checks.positive_int("top_k", top_k)
+    n_experts, d_ff, d_model = _check_weights("w1", w1, x, x.shape[1])
+    if w3.shape != w1.shape:
+        raise ValueError(f"w3 must have w1's shape {tuple(w1.shape)}, got {tuple(w3.shape)}")
+    _check_weights("w3", w3, x, x.shape[1])
+    check_grouped_inputs(sorted_slots, block_expert, x.shape[0] * top_k, n_experts, block_m, x.device, validate)
+    if not _use_kernels(x) or block_expert.numel() == 0 or d_ff == 0:
+        return moe_up_reference(x, w1, w3, sorted_slots, block_expert, top_k, block_m)
+    w1, w3 = w1.contiguous(), w3.contiguous()
     h = torch.empty(sorted_slots.numel(), d_ff, device=x.device, dtype=x.dtype)
     num_blocks = block_expert.numel()
     grid = lambda meta: (num_blocks * triton.cdiv(d_ff, meta["BLOCK_N"]),)  # noqa: E731
     with _quiet_interpreter():
         _moe_up_kernel[grid](x, w1, w3, h, sorted_slots, block_expert, x.shape[0] * top_k, d_model, d_ff, num_blocks,
-                             x.stride(0), x.stride(1), w1.stride(0), w1.stride(1), w1.stride(2), h.stride(0),
-                             h.stride(1), TOP_K=top_k, BLOCK_M=block_m, UPCAST=rt.interpreting())
+                             n_experts, x.stride(0), x.stride(1), w1.stride(0), w1.stride(1), w1.stride(2),
+                             h.stride(0), h.stride(1), TOP_K=top_k, BLOCK_M=block_m, UPCAST=rt.interpreting())
     return h
 
 
 def moe_down(h: torch.Tensor, w2: torch.Tensor, gates: torch.Tensor, sorted_slots: torch.Tensor,
-             block_expert: torch.Tensor, block_m: int) -> torch.Tensor:
-    """Grouped down-projection times the gate weight, stored per slot: ``(T * top_k, d_model)``."""
-    _kernel_device_ok(h)
-    n_experts, d_model, d_ff = w2.shape
+             block_expert: torch.Tensor, block_m: int, validate: bool = True) -> torch.Tensor:
+    """Grouped down-projection times the gate weight, stored per slot: ``(T * top_k, d_model)``.
+
+    Input contract: ``h`` (padded rows, d_ff) from :func:`moe_up`; ``w2`` (E, d_model, d_ff) of
+    ``h``'s dtype and device; ``gates`` T * top_k floating gate weights (any shape); the index
+    arrays as for :func:`moe_up`. Without Triton, the plain-torch reference runs.
+    """
+    rt.check_activations(h, "h")
+    n_experts, d_model, _ = _check_weights("w2", w2, h, h.shape[1])
+    checks.tensor("gates", gates)
+    if not gates.is_floating_point() or gates.device != h.device:
+        raise TypeError(f"gates must be floating point on {h.device}, got {gates.dtype} on {gates.device}")
     n_slots = gates.numel()
-    y = torch.empty(n_slots, d_model, device=h.device, dtype=h.dtype)
+    if h.shape[0] != sorted_slots.numel():
+        raise ValueError(f"h must have one row per entry of sorted_slots ({sorted_slots.numel()}), got {h.shape[0]}")
+    check_grouped_inputs(sorted_slots, block_expert, n_slots, n_experts, block_m, h.device, validate)
+    if not _use_kernels(h) or block_expert.numel() == 0 or d_model == 0:
+        return moe_down_reference(h, w2, gates, sorted_slots, block_expert, block_m)
+    w2 = w2.contiguous()
+    y = torch.zeros(n_slots, d_model, device=h.device, dtype=h.dtype)  # zeros: a slot no row computes stays 0
     gates = gates.reshape(-1).contiguous()
     num_blocks = block_expert.numel()
     grid = lambda meta: (num_blocks * triton.cdiv(d_model, meta["BLOCK_N"]),)  # noqa: E731
     with _quiet_interpreter():
-        _moe_down_kernel[grid](h, w2, gates, y, sorted_slots, block_expert, n_slots, d_model, d_ff, num_blocks,
-                               h.stride(0), h.stride(1), w2.stride(0), w2.stride(1), w2.stride(2), y.stride(0),
-                               y.stride(1), BLOCK_M=block_m, UPCAST=rt.interpreting())
+        _moe_down_kernel[grid](h, w2, gates, y, sorted_slots, block_expert, n_slots, d_model, w2.shape[2], num_blocks,
+                               n_experts, h.stride(0), h.stride(1), w2.stride(0), w2.stride(1), w2.stride(2),
+                               y.stride(0), y.stride(1), BLOCK_M=block_m, UPCAST=rt.interpreting())
     return y
 
 
 def moe_combine(y_slots: torch.Tensor, top_k: int) -> torch.Tensor:
     """Sum each token's ``top_k`` gated slot outputs (already weighted): ``(T, d_model)``."""
+    checks.tensor("y_slots", y_slots, dim=2)
+    top_k = checks.positive_int("top_k", top_k)
+    if y_slots.shape[0] % top_k:
+        raise ValueError(f"y_slots has {y_slots.shape[0]} rows, not a multiple of top_k={top_k}")
     return y_slots.view(-1, top_k, y_slots.shape[-1]).sum(dim=1)
 
 
@@ -314,24 +443,34 @@ def fused_moe(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: torch.Ten
               experts: torch.Tensor, block_m: int | None = None, check_ids: bool = True) -> torch.Tensor:
     """The MoE SwiGLU layer ``sum_j gates[t, j] * expert_{experts[t, j]}(x[t])`` in two Triton launches.
 
+    Input contract (checked by :func:`check_moe_inputs`; anything else raises naming the argument):
+
     Args:
-        x: (T, d_model) tokens. w1, w3: (E, d_ff, d_model); w2: (E, d_model, d_ff): the experts,
-            in the layout of :class:`labkit.moe.MoEFeedForward`. gates: (T, top_k) gate weights;
-            experts: (T, top_k) expert ids (from a router). block_m: rows per tile (power of two
-            >= 16); ``None`` picks one from the average load (:func:`choose_block_m`).
+        x: (T, d_model) tokens (T may be 0). w1, w3: (E, d_ff, d_model); w2: (E, d_model, d_ff): the experts,
+            in the layout of :class:`labkit.moe.MoEFeedForward`, all of ``x``'s dtype. gates: (T, top_k)
+            floating gate weights; experts: (T, top_k) int32/int64 expert ids in ``[0, E)`` (from a router).
+            block_m: rows per tile (power of two >= 16); ``None`` picks one from the average load
+            (:func:`choose_block_m`).
         check_ids: check that every expert id is in ``[0, E)`` (costs a GPU sync; benchmarks turn it off).
+
+    Where Triton cannot run (not installed, or tensors on the wrong device) the plain-torch
+    :func:`moe_reference` runs instead, with a one-time notice: the same result, slower.
     """
     check_moe_inputs(x, w1, w3, w2, gates, experts, check_ids)
-    _kernel_device_ok(x)
+    if block_m is not None and (not _is_pow2(block_m) or block_m < 16):
+        raise ValueError(f"block_m must be a power of two >= 16 (tl.dot needs 16 rows), got {block_m!r}")
     n_tokens, top_k = experts.shape
-    if n_tokens == 0:
+    if n_tokens == 0 or top_k == 0:
         return torch.zeros_like(x)
+    if not _use_kernels(x):
+        return moe_reference(x, w1, w3, w2, gates, experts, check_ids=False)
     if block_m is None:
         block_m = choose_block_m(n_tokens * top_k, w1.shape[0])
     x, w1, w3, w2 = (t.contiguous() for t in (x, w1, w3, w2))
-    sorted_slots, block_expert, _ = moe_align(experts, w1.shape[0], block_m)
-    h = moe_up(x, w1, w3, sorted_slots, block_expert, top_k, block_m)
-    y = moe_down(h, w2, gates.to(torch.float32), sorted_slots, block_expert, block_m)
+    sorted_slots, block_expert, _ = moe_align(experts, w1.shape[0], block_m, check_ids=False)
+    # the index arrays come straight from moe_align (valid by construction): no second check
+    h = moe_up(x, w1, w3, sorted_slots, block_expert, top_k, block_m, validate=False)
+    y = moe_down(h, w2, gates.to(torch.float32), sorted_slots, block_expert, block_m, validate=False)
     return moe_combine(y, top_k)
 
 

@@ -16,6 +16,7 @@ import torch
 
 from labkit import backend as _backend
 from labkit import formats
+from labkit import checks
 
 #: Whether ``import triton`` works here (actually tried: a shadowed or broken triton counts as missing).
 #: Kernel files define their Triton kernels only when it does.
@@ -137,10 +138,8 @@ def launch(fn) -> None:
             fn(False)
         except Exception:  # noqa: BLE001
             raise first from None  # not a loop-style problem: report the original error
-        import warnings
-
         warnings.warn(f"the pipelined `for` loop failed here ({type(first).__name__}: {str(first)[:200]}); "
-                      "using the `while` loop from now on (slower)")
+                      "using the `while` loop from now on (slower)", stacklevel=3)
         _loop["style"] = "while"
 
 
@@ -220,6 +219,63 @@ def check_bias(bias: torch.Tensor | None, x: torch.Tensor, n: int) -> None:
         raise ValueError(f"bias must have shape ({n},) to match the weight's output features, got {tuple(bias.shape)}")
     if not bias.is_contiguous():
         raise ValueError("bias is not contiguous; call bias.contiguous() first")
+
+
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def check_split_k(split_k: int | None) -> int | None:
+    """``None`` (the launcher chooses) or a positive int: the number of programs sharing one output tile."""
+    return None if split_k is None else checks.positive_int("split_k", split_k)
+
+
+def check_index(name: str, t: object, length: int | None = None) -> torch.Tensor:
+    """A 1-D int32/int64 index tensor (of ``length`` entries, if given)."""
+    checks.tensor(name, t, dim=1, dtypes=INDEX_DTYPES)
+    assert isinstance(t, torch.Tensor)
+    if length is not None and t.numel() != length:
+        raise ValueError(f"{name} must hold {length} entries, got {t.numel()}")
+    return t
+
+
+def check_compressed_rows(crow: torch.Tensor, col: torch.Tensor, rows: int, cols: int, nnz: int,
+                          what: str = "weight") -> None:
+    """Validate compressed-row indices (CSR; BSR counts blocks): what every kernel reads before it loads.
+
+    ``crow`` has ``rows + 1`` entries, starts at 0, never decreases and ends at ``nnz``;
+    ``col`` has ``nnz`` entries, each in ``[0, cols)``. A kernel trusting bad indices reads outside
+    its arrays (a crash), loops for ever, or returns garbage: so they are checked on the host first.
+    """
+    check_index(f"{what}.crow_indices()", crow, rows + 1)
+    check_index(f"{what}.col_indices()", col, nnz)
+    c = crow.long()
+    if int(c[0]) != 0:
+        raise ValueError(f"{what}.crow_indices() must start at 0, got {int(c[0])}")
+    if rows and bool((c[1:] < c[:-1]).any()):
+        bad = int((c[1:] < c[:-1]).nonzero()[0, 0])
+        raise ValueError(f"{what}.crow_indices() must never decrease, but row {bad} ends before it starts "
+                         f"({int(c[bad])} > {int(c[bad + 1])}); rebuild the weight with .to_sparse_csr() "
+                         "or .to_sparse_bsr()")
+    if int(c[-1]) != nnz:
+        raise ValueError(f"{what}.crow_indices()[-1] must equal the number of stored values ({nnz}), "
+                         f"got {int(c[-1])}")
+    if nnz and (int(col.min()) < 0 or int(col.max()) >= cols):
+        raise ValueError(f"{what}.col_indices() must lie in [0, {cols}), got values from {int(col.min())} "
+                         f"to {int(col.max())}")
+
+
+def check_permutation(name: str, order: object, n: int) -> torch.Tensor:
+    """An int32 tensor holding each of ``0 .. n-1`` exactly once (a launch order of rows)."""
+    checks.tensor(name, order, dim=1, dtypes=torch.int32)
+    assert isinstance(order, torch.Tensor)
+    if order.numel() != n:
+        raise ValueError(f"{name} must hold {n} row ids (one per output row), got {order.numel()}")
+    if n and not torch.equal(order.long().sort().values, torch.arange(n, device=order.device)):
+        low, high = int(order.min()), int(order.max())
+        why = (f"ids from {low} to {high} are outside [0, {n})" if low < 0 or high >= n
+               else "some row appears twice and another never")
+        raise ValueError(f"{name} must be a permutation of 0..{n - 1} ({why}); build it with launch_order()")
+    return order
 
 
 def check_block(block: int, name: str = "block") -> int:

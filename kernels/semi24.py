@@ -131,6 +131,8 @@ def pack_24(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if not isinstance(weight, torch.Tensor) or weight.layout != torch.strided:
         raise TypeError("weight must be a dense torch.Tensor (prune it to 2:4 first)")
+    if not weight.is_floating_point():
+        raise TypeError(f"weight must be floating point, got {weight.dtype}")
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
     n, k = weight.shape
@@ -151,9 +153,12 @@ def pack_24(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values, meta
 
 
-def unpack_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
-    """The dense (N, K) weight back from ``pack_24``'s output (the plain-torch decoder)."""
-    _check_packed(values, meta)
+def unpack_24(values: torch.Tensor, meta: torch.Tensor, validate: bool = True) -> torch.Tensor:
+    """The dense (N, K) weight back from ``pack_24``'s output (the plain-torch decoder).
+
+    ``values`` may be any floating dtype (float64 too); ``validate`` checks ``meta`` first.
+    """
+    _check_packed(values, meta, validate)
     n, half = values.shape
     m = meta.to(torch.int64)
     nib = torch.stack([m & 0xF, m >> 4], dim=-1).reshape(n, half // 2)  # one nibble per group
@@ -163,35 +168,62 @@ def unpack_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     return dense.reshape(n, 2 * half)
 
 
-def _check_packed(values: torch.Tensor, meta: torch.Tensor) -> None:
+def check_meta(meta: torch.Tensor) -> None:
+    """Every 4-bit group descriptor of ``meta`` names two *different* kept positions ``i0 < i1``.
+
+    A hand-made byte such as 0 (both indices 0) would make the kernel and the reference disagree:
+    two values written to one position. ``pack_24`` always writes ``i0 < i1``.
+    """
+    m = meta.to(torch.int32)
+    nibbles = torch.stack([m & 0xF, m >> 4])
+    bad = (nibbles & 3) >= (nibbles >> 2)
+    if bool(bad.any()):
+        row = int(bad.any(0).nonzero()[0, 0])
+        raise ValueError(f"meta is not valid 2:4 metadata: row {row} has a group whose two kept positions are "
+                         "not increasing and distinct (each nibble is i0 | i1 << 2 with i0 < i1); build it with "
+                         "pack_24(weight)")
+
+
+def _check_packed(values: torch.Tensor, meta: torch.Tensor, validate: bool = True) -> None:
     for name, t in (("values", values), ("meta", meta)):
-        if not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.dim() != 2:
-            raise ValueError(f"{name} must be a dense 2-D tensor from pack_24")
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor from pack_24, got {type(t).__name__}")
+        if t.layout != torch.strided or t.dim() != 2:
+            raise ValueError(f"{name} must be a dense 2-D tensor from pack_24, got shape {tuple(t.shape)}")
         if not t.is_contiguous():
             raise ValueError(f"{name} is not contiguous; call .contiguous() or repack with pack_24")
     if meta.dtype != torch.uint8:
         raise TypeError(f"meta must be uint8 (two 4-bit group descriptors per byte), got {meta.dtype}")
-    if values.dtype not in rt.DTYPES:
+    if not values.is_floating_point():
         raise TypeError(f"values has dtype {values.dtype}; use float16, bfloat16 or float32")
     if meta.device != values.device:
         raise ValueError(f"meta is on {meta.device} but values on {values.device}; move both to one device")
     if meta.shape != (values.shape[0], values.shape[1] // 4) or values.shape[1] % 4:
         raise ValueError(f"values {tuple(values.shape)} and meta {tuple(meta.shape)} do not fit together: "
                          "expected values (N, K/2) and meta (N, K/8)")
+    if validate:
+        check_meta(meta)
 
 
 def semi24_linear(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
-                  bias: torch.Tensor | None = None, split_k: int | None = None) -> torch.Tensor:
+                  bias: torch.Tensor | None = None, split_k: int | None = None, validate: bool = True) -> torch.Tensor:
     """``x @ W.T + bias`` where ``W`` is given packed as ``(values, meta)`` (see the module docstring).
 
+    Input contract (anything else raises a ValueError/TypeError naming the argument):
+
     Args:
-        x: (M, K) contiguous activations; fp16, bf16 or fp32 matching ``values``.
-        values, meta: the output of :func:`pack_24` for a (N, K) weight.
+        x: (M, K) contiguous activations; fp16, bf16 or fp32 matching ``values`` (M may be 0).
+        values, meta: the output of :func:`pack_24` for a (N, K) weight, K a multiple of 8:
+            values (N, K/2) in ``x``'s dtype, meta (N, K/8) uint8, both contiguous on ``x``'s device.
         bias: optional (N,) vector.
-        split_k: force the decode path's split over K (default: enough programs to fill the GPU).
+        split_k: force the decode path's split over K, a positive int (default: enough programs to fill the GPU).
+        validate: check every meta nibble first (default); pass False only for metadata from
+            ``pack_24`` or checked once, as ``SparseLinear`` does.
+
+    Returns (M, N) in ``x``'s dtype.
     """
     rt.check_activations(x)
-    _check_packed(values, meta)
+    _check_packed(values, meta, validate)
     rt.check_same(x, values, "values")
     if meta.device != x.device:
         raise ValueError(f"meta is on {meta.device} but x is on {x.device}; move both to the same device")
@@ -199,12 +231,11 @@ def semi24_linear(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
     if x.shape[1] != k:
         raise ValueError(f"inner dimensions differ: x has {x.shape[1]} features but the packed weight has {k}")
     rt.check_bias(bias, x, n)
-    if split_k is not None and (isinstance(split_k, bool) or not isinstance(split_k, int) or split_k < 1):
-        raise ValueError(f"split_k must be a positive int or None, got {split_k!r}")
-    if not rt.can_launch(x):
-        return semi24_linear_reference(x, values, meta, bias)
-
+    split_k = rt.check_split_k(split_k)
     m = x.shape[0]
+    if not rt.can_launch(x) or m == 0 or n == 0 or k == 0:  # (nothing to launch for empty shapes)
+        return semi24_linear_reference(x, values, meta, bias, validate=False)
+
     chunks = triton.cdiv(k, BLOCK_K)
     extra = {}
     if m <= DECODE_MAX_TOKENS:
@@ -232,9 +263,14 @@ def semi24_linear(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
 
 
 def semi24_linear_reference(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
-                            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Plain torch: unpack to dense and call ``F.linear``."""
-    w = unpack_24(values, meta)
+                            bias: torch.Tensor | None = None, validate: bool = True) -> torch.Tensor:
+    """Plain torch: unpack to dense and call ``F.linear``. The same input contract as :func:`semi24_linear`."""
+    rt.check_activations(x)
+    w = unpack_24(values, meta, validate)
+    rt.check_same(x, w, "values")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"inner dimensions differ: x has {x.shape[1]} features but the packed weight has {w.shape[1]}")
+    rt.check_bias(bias, x, w.shape[0])
     if x.device.type == "cpu" and x.dtype != torch.float32:
         return torch.nn.functional.linear(x.float(), w.float(), None if bias is None else bias.float()).to(x.dtype)
     return torch.nn.functional.linear(x, w, bias)

@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from labkit.kernels import runtime as rt
-from labkit.kernels.bsr_linear import bsr_linear
-from labkit.kernels.csr_linear import csr_linear
-from labkit.kernels.semi24 import pack_24, semi24_linear
+from labkit.kernels.bsr_linear import bsr_linear, check_bsr_weight
+from labkit.kernels.csr_linear import check_csr_weight, csr_linear
+from labkit.kernels.semi24 import check_meta, pack_24, semi24_linear
 
 from labkit.formats import KERNEL_FORMATS as FORMATS  # noqa: E402 - the formats with a lab kernel
 #: Token counts "auto" plans for; a call uses the bucket nearest its token count (in log scale).
@@ -152,6 +152,8 @@ class SparseLinear(nn.Module):
             self.register_buffer("csr_col", csr.col_indices())
             self.register_buffer("csr_values", csr.values())
         self._kept = keep
+        self._checked: tuple = ()  # which index arrays were validated (see _check_indices)
+        self._check_indices()  # once, when packed
         self.plan: dict[int, str] = {} if format == "auto" else {b: format for b in BUCKETS}
         self.timings: dict[int, dict[str, float]] = {}
         self._torch24 = None
@@ -182,28 +184,52 @@ class SparseLinear(nn.Module):
         return torch.sparse_csr_tensor(self.csr_crow, self.csr_col, self.csr_values,
                                        (self.out_features, self.in_features), check_invariants=False)
 
+    def _index_arrays(self) -> list[torch.Tensor]:
+        return [getattr(self, name) for name in ("bsr_crow", "bsr_col", "s24_meta", "csr_crow", "csr_col")
+                if hasattr(self, name)]
+
+    def _check_indices(self) -> None:
+        """Validate the stored index arrays once, and again only if they were replaced or changed.
+
+        The record is each array's identity and version counter: ``load_state_dict`` or ``.to()``
+        bring new or modified arrays, which are checked on the next call; otherwise calls pay nothing.
+        """
+        key = tuple((id(t), t._version) for t in self._index_arrays())
+        if key == self._checked:
+            return
+        if "bsr" in self._kept:
+            check_bsr_weight(self._bsr())
+        if "2:4" in self._kept:
+            check_meta(self.s24_meta)
+        if "csr" in self._kept:
+            check_csr_weight(self._csr())
+        self._checked = key
+
     def run(self, x: torch.Tensor, fmt: str) -> torch.Tensor:
         """Apply the layer to 2-D ``x`` with one named format (what ``forward`` dispatches to)."""
         if fmt not in self._kept and fmt != "2:4-torch":
             raise ValueError(f"format {fmt!r} is not stored by this layer; stored: {self._kept}")
+        self._check_indices()
         if fmt == "dense":
             return F.linear(x, self.weight, self.bias)
+        # validate=False: the index arrays were built by torch / pack_24 and checked once in __init__
         if fmt == "bsr":
-            return bsr_linear(x, self._bsr(), self.bias, out_features=self.out_features)
+            return bsr_linear(x, self._bsr(), self.bias, out_features=self.out_features, validate=False)
         if fmt == "2:4":
-            return semi24_linear(x, self.s24_values, self.s24_meta, self.bias)
+            return semi24_linear(x, self.s24_values, self.s24_meta, self.bias, validate=False)
         if fmt == "2:4-torch":  # cuSPARSELt / CUTLASS through torch: sparse tensor cores
             if self._torch24 is None:
                 from torch.sparse import to_sparse_semi_structured
                 self._torch24 = to_sparse_semi_structured(self.weight)
             return F.linear(x, self._torch24, self.bias)
-        return csr_linear(x, self._csr(), self.bias)
+        return csr_linear(x, self._csr(), self.bias, validate=False)
 
     def _torch_run(self, x: torch.Tensor, fmt: str) -> torch.Tensor:
         """PyTorch's own paths (what a CPU uses): torch's CSR product for "csr", else the dense product.
 
         torch's CPU CSR product (MKL) has no fp16/bf16: it computes those in fp32 and rounds back.
         """
+        self._check_indices()
         if fmt == "csr":
             csr = self._csr()
             low = x.dtype != torch.float32 and x.device.type == "cpu"

@@ -20,7 +20,8 @@ def test_interpreter_is_configured_without_a_gpu():
 def test_importing_labkit_sets_the_interpreter_before_triton(tmp_path):
     code = "import os, sys, labkit; print(os.environ.get('TRITON_INTERPRET'), 'triton' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         cwd=tmp_path)
     expected = "None False" if torch.cuda.is_available() else "1 False"
     assert out.stdout.strip() == expected
 

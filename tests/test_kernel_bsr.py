@@ -213,3 +213,58 @@ def test_without_triton_every_launcher_uses_its_torch_reference(monkeypatch):
     assert_close(csr_linear(x, w.to_sparse_csr()), reference(x, w), torch.float32)
     w24 = two_four(64, 64, gen)
     assert_close(semi24_linear(x, *pack_24(w24)), reference(x, w24), torch.float32)
+
+
+# ---- argument and index checks (issue 11) --------------------------------------------------------
+from labkit.kernels.bsr_linear import program_schedule  # noqa: E402
+
+
+@pytest.mark.parametrize("fn", [bsr_linear, bsr_linear_reference])
+def test_out_features_must_fit_the_weight(fn):
+    w = _bsr(bs=16)  # 64 x 64, blocks of 16
+    with pytest.raises(ValueError, match="out_features=200"):  # the reference used to return (2, 64)
+        fn(torch.randn(2, 64), w, out_features=200)
+    with pytest.raises(ValueError, match="out_features=40"):
+        fn(torch.randn(2, 64), w, out_features=40)
+    for bad in (True, 50.0, "50", float("nan")):
+        with pytest.raises(TypeError, match="out_features"):
+            fn(torch.randn(2, 64), w, out_features=bad)
+    assert fn(torch.randn(2, 64), w, out_features=50).shape == (2, 50)
+
+
+@pytest.mark.parametrize("bad", [True, 2.0, "2", float("inf"), -1])
+def test_split_k_rejects_non_ints(bad):
+    with pytest.raises((TypeError, ValueError), match="split_k"):
+        bsr_linear(torch.randn(2, 64), _bsr(), split_k=bad)
+
+
+@pytest.mark.parametrize("fn", ["bsr_linear", "bsr_linear_reference", "row_blocks"])
+@pytest.mark.parametrize("damage,match", [("crow_end", r"\[-1\] must equal"), ("col_high", r"must lie in \[0, 4\)"),
+                                          ("crow_down", "never decrease")])
+def test_hand_built_bsr_indices_are_checked(fn, damage, match):
+    w = _bsr(bs=16)
+    crow, col = w.crow_indices().clone(), w.col_indices().clone()
+    if damage == "crow_end":
+        crow[-1] += 1
+    elif damage == "col_high":
+        col[0] = 4
+    else:
+        crow[1] = int(crow[2]) + 1
+    bad = torch.sparse_bsr_tensor(crow, col, w.values(), w.shape, check_invariants=False)
+    args = (bad,) if fn == "row_blocks" else (torch.randn(2, 64), bad)
+    with pytest.raises(ValueError, match=match):
+        globals()[fn](*args)
+
+
+def test_no_tokens_and_no_blocks():
+    w = _bsr()
+    assert bsr_linear(torch.randn(0, 64), w).shape == (0, 64)
+    b = torch.randn(32)
+    out = bsr_linear(torch.randn(3, 32), torch.zeros(32, 32).to_sparse_bsr((16, 16)), b)
+    assert torch.equal(out, b.expand(3, 32))  # no kept block: the loop sums zero items
+
+
+def test_program_schedule_rejects_bad_sizes():
+    for bad in (0, True, 2.5, "3"):
+        with pytest.raises((TypeError, ValueError), match="m"):
+            program_schedule(bad, 2)

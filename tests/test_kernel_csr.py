@@ -83,3 +83,73 @@ def test_both_loop_styles_agree(style):
         assert_close(csr_linear(x, w.to_sparse_csr()), reference(x, w, None), torch.float32)
     finally:
         rt.set_loop_style(before)
+
+
+# ---- index checks (issue 11): a bad index is a clear error, never a crash, a hang or garbage ----------
+def _csr_parts(n=6, k=10, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    w = unstructured(n, k, 0.5, gen)
+    w[0] = 0
+    w[1, 3] = 1.0
+    c = w.to_sparse_csr()
+    return w, c.crow_indices(), c.col_indices(), c.values()
+
+
+@pytest.mark.parametrize("order,match", [
+    ([0, 1, 2, 3, 4, 60], r"outside \[0, 6\)"),  # row id out of range: used to abort the process
+    ([0, 1, 2, 3, 4, -1], r"outside \[0, 6\)"),  # negative: used to hang
+    ([0, 1, 2, 3, 4, 4], "appears twice"),  # not a permutation: used to return uninitialised rows
+    ([0, 1, 2], "6 row ids"),
+])
+def test_order_must_be_a_permutation(order, match):
+    w, *_ = _csr_parts()
+    with pytest.raises(ValueError, match=match):
+        csr_linear(torch.randn(3, 10), w.to_sparse_csr(), order=torch.tensor(order, dtype=torch.int32))
+
+
+def test_order_type_and_a_valid_custom_order():
+    w, *_ = _csr_parts()
+    x = torch.randn(3, 10)
+    with pytest.raises(TypeError, match="order"):
+        csr_linear(x, w.to_sparse_csr(), order=torch.arange(6, dtype=torch.float32))
+    with pytest.raises(TypeError, match="order"):
+        csr_linear(x, w.to_sparse_csr(), order=[0, 1, 2, 3, 4, 5])
+    reverse = torch.arange(5, -1, -1, dtype=torch.int32)
+    assert_close(csr_linear(x, w.to_sparse_csr(), order=reverse), reference(x, w), torch.float32)
+
+
+@pytest.mark.parametrize("fn", ["csr_linear", "csr_linear_reference", "row_stats", "launch_order"])
+@pytest.mark.parametrize("damage,match", [
+    ("crow_end", r"crow_indices\(\)\[-1\] must equal"),  # crow[-1] > nnz: was accepted
+    ("crow_down", "never decrease"),
+    ("crow_start", "start at 0"),
+    ("col_high", r"col_indices\(\) must lie in \[0, 10\)"),
+    ("col_negative", r"col_indices\(\) must lie in"),
+])
+def test_hand_built_csr_indices_are_checked(fn, damage, match):
+    from labkit.kernels import csr_linear as module
+
+    _, crow, col, values = _csr_parts()
+    crow, col = crow.clone(), col.clone()
+    if damage == "crow_end":
+        crow[-1] += 3
+    elif damage == "crow_down":
+        crow[2] = int(crow[3]) + 1  # row 2 ends before it starts
+    elif damage == "crow_start":
+        crow[0] = 1
+    elif damage == "col_high":
+        col[0] = 10
+    else:
+        col[-1] = -2
+    bad = torch.sparse_csr_tensor(crow, col, values, (6, 10), check_invariants=False)
+    args = (torch.randn(2, 10), bad) if fn.startswith("csr") else (bad,)
+    with pytest.raises(ValueError, match=match):
+        getattr(module, fn)(*args)
+
+
+def test_empty_inputs_give_empty_or_bias_outputs():
+    w, *_ = _csr_parts()
+    b = torch.randn(6)
+    assert csr_linear(torch.randn(0, 10), w.to_sparse_csr(), b).shape == (0, 6)
+    out = csr_linear(torch.randn(3, 10), torch.zeros(6, 10).to_sparse_csr(), b)
+    assert torch.equal(out, b.expand(3, 6))  # rows without nonzeros: a sum over zero items is 0

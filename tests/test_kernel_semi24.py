@@ -88,3 +88,42 @@ def test_bad_inputs():
         semi24_linear(torch.randn(2, 32), values, meta[:, :2].contiguous())
     with pytest.raises(ValueError, match="same device|one device"):
         semi24_linear(torch.randn(2, 32, device="meta"), values, meta)
+
+
+# ---- metadata checks (issue 11) ------------------------------------------------------------------
+from labkit.kernels.semi24 import semi24_linear_reference  # noqa: E402
+
+
+@pytest.mark.parametrize("fn", [semi24_linear, semi24_linear_reference])
+def test_metadata_with_equal_positions_is_refused(fn):
+    """Byte 0 says 'both kept values at position 0': the kernel gave 4.0 where the reference gave 6.0."""
+    x = torch.ones(1, 8)
+    values = torch.tensor([[1.0, 3.0, 0.0, 2.0]])
+    meta = torch.tensor([[0]], dtype=torch.uint8)
+    with pytest.raises(ValueError, match="meta is not valid 2:4 metadata"):
+        fn(x, values, meta)
+
+
+def test_unpack_checks_metadata_and_pack_output_passes():
+    values, meta = pack_24(sparse24(4, 16, torch.Generator().manual_seed(0)))
+    bad = meta.clone()
+    bad[2, 1] = 0b1111_0100  # high nibble: i0 = 3, i1 = 3
+    with pytest.raises(ValueError, match="row 2"):
+        unpack_24(values, bad)
+    unpack_24(values, meta)  # every pack_24 output is valid
+
+
+@pytest.mark.parametrize("bad", [True, 1.5, "2", float("nan"), 0])
+def test_split_k_is_checked(bad):
+    values, meta = pack_24(torch.zeros(8, 32))
+    with pytest.raises((TypeError, ValueError), match="split_k"):
+        semi24_linear(torch.randn(2, 32), values, meta, split_k=bad)
+
+
+def test_empty_inputs():
+    values, meta = pack_24(torch.zeros(8, 32))
+    b = torch.randn(8)
+    assert semi24_linear(torch.randn(0, 32), values, meta, b).shape == (0, 8)
+    assert torch.equal(semi24_linear(torch.randn(3, 32), values, meta, b), b.expand(3, 8))
+    with pytest.raises(TypeError, match="floating"):
+        pack_24(torch.zeros(4, 8, dtype=torch.bool))

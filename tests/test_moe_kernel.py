@@ -119,3 +119,55 @@ def test_align_invariants(tokens, n_experts, top_k, block_m, seed):
         else:
             assert (flat[rows.long()] == e).all()  # one expert per block
     assert int(n_padded) % block_m == 0 and int(n_padded) - n_slots < n_experts * block_m
+
+
+# ---- index checks of the public grouped GEMMs (issue 11) -----------------------------------------
+def _grouped(T=6, E=4, k=2, block_m=16):
+    x, w1, w3, w2, gates, experts = _problem(T, E, k)
+    slots, blocks, _ = km.moe_align(experts, E, block_m)
+    return x, w1, w3, w2, gates, slots, blocks
+
+
+def test_moe_up_and_down_match_their_references():
+    x, w1, w3, w2, gates, slots, blocks = _grouped()
+    h = km.moe_up(x, w1, w3, slots, blocks, 2, 16)
+    ref_h = km.moe_up_reference(x, w1, w3, slots, blocks, 2, 16)
+    real = slots < gates.numel()
+    torch.testing.assert_close(h[real], ref_h[real], atol=2e-2 if DEV == "cuda" else 1e-4, rtol=1e-3)
+    y = km.moe_down(ref_h, w2, gates, slots, blocks, 16)
+    torch.testing.assert_close(y, km.moe_down_reference(ref_h, w2, gates, slots, blocks, 16),
+                               atol=2e-2 if DEV == "cuda" else 1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("fn", ["moe_up", "moe_down"])
+def test_expert_ids_beyond_E_are_refused(fn):
+    """moe_up used to accept block_expert >= E and read past the end of w1."""
+    x, w1, w3, w2, gates, slots, blocks = _grouped()
+    bad = blocks.clone()
+    bad[0] = 4
+    call = {"moe_up": lambda b, s: km.moe_up(x, w1, w3, s, b, 2, 16),
+            "moe_down": lambda b, s: km.moe_down(torch.zeros(s.numel(), 48), w2, gates, s, b, 16)}[fn]
+    with pytest.raises(ValueError, match=r"block_expert must lie in \[-1, 4\)"):
+        call(bad, slots)
+    neg = slots.clone()
+    neg[3] = -5
+    with pytest.raises(ValueError, match="sorted_slots must lie in"):
+        call(blocks, neg)
+    with pytest.raises(ValueError, match="entries"):
+        call(blocks, slots[:-1])
+    with pytest.raises(TypeError, match="int32"):
+        call(blocks.long(), slots)
+
+
+def test_align_and_helpers_check_their_arguments():
+    experts = torch.tensor([[0, 5]])
+    with pytest.raises(ValueError, match=r"experts must lie in \[0, 4\)"):
+        km.moe_align(experts, 4, 16)
+    with pytest.raises(ValueError, match=r"experts must lie in \[0, 4\)"):
+        km.padding_waste(experts, 4, 16)
+    for bad in (0, True, 2.0):
+        with pytest.raises((TypeError, ValueError), match="n_experts"):
+            km.moe_align(torch.tensor([[0]]), bad, 16)
+    with pytest.raises(ValueError, match="top_k"):
+        km.moe_combine(torch.zeros(4, 3), 0)
+    assert km.padding_waste(torch.zeros(0, 2, dtype=torch.long), 4, 16) == 0.0

@@ -114,6 +114,26 @@ def test_cpu_uses_torch_paths_unless_triton_is_asked_for(monkeypatch):
         SparseLinear.from_linear(lin, use_triton="yes")
 
 
+def test_indices_are_checked_once_when_packed_and_again_when_replaced(monkeypatch):
+    from labkit import sparse as sparse_module
+
+    layer = SparseLinear.from_linear(pruned_linear("block"), format="csr")
+    calls = []
+    real = sparse_module.check_csr_weight
+    monkeypatch.setattr(sparse_module, "check_csr_weight", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = torch.randn(3, 96)
+    layer(x)
+    layer(x)
+    assert calls == []  # checked in __init__: decode calls pay nothing
+    state = layer.state_dict()
+    state["csr_col"] = state["csr_col"].clone()
+    state["csr_col"][0] = 500  # a damaged checkpoint: column 500 of a 96-input layer
+    layer.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"col_indices\(\) must lie in \[0, 96\)"):
+        layer(x)
+    assert calls == [1]
+
+
 # ---- sparsify / densify ------------------------------------------------------------------------
 from labkit.sparse import densify, sparsify  # noqa: E402
 
