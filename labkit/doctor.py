@@ -115,12 +115,26 @@ def _widgets() -> list[Check]:
     return [Check("widgets", OK, "ipywidgets, anywidget and plotly front-ends are installed for JupyterLab")]
 
 
+def _llm() -> list[Check]:
+    """Is SmolLM2-135M (notebook 06) installed, and is its file the one the lab was tested with?"""
+    from labkit.llm import model
+
+    path = model.installed_path()
+    if path is None:
+        return [Check("llm", WARN, f"SmolLM2-135M not installed (notebook 06 needs it): {model.INSTALL_COMMAND}")]
+    try:
+        model.verify(path)
+    except model.ModelFileError as e:
+        return [Check("llm", WARN, str(e))]
+    return [Check("llm", OK, f"SmolLM2-135M found, SHA-256 ok ({path})")]
+
+
 def run() -> list[Check]:
     """Every check, in report order."""
     checks = _machine() + _packages()
     if _version("torch") is None:
         return checks  # nothing else can be probed without torch
-    return checks + _gpu() + _kernels() + _energy() + _widgets()
+    return checks + _gpu() + _kernels() + _energy() + _widgets() + _llm()
 
 
 def verdict(checks: list[Check]) -> tuple[bool, str]:
