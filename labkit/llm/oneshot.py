@@ -108,13 +108,16 @@ def run_with_hooks(model: nn.Module, tokens: torch.Tensor, layers: dict[str, nn.
     """
     seen: set[str] = set()
     bar = tqdm(total=len(layers), desc=desc, unit="layer", leave=False)
+    last: list = [None, None]  # (input, its 2-D view): q/k/v (and gate/up) share one input tensor
 
     def make_hook(name: str):
         def hook(module: nn.Linear, args):
             if name in seen:  # a layer called twice in one pass is pruned once
                 return None
             x = args[0]
-            new = on_input(name, module, x.reshape(-1, x.shape[-1]))
+            if last[0] is not x:  # the same object again -> the same 2-D view, so callers can reuse work
+                last[:] = [x, x.reshape(-1, x.shape[-1])]
+            new = on_input(name, module, last[1])
             return None if new is None else (new.reshape(*x.shape[:-1], -1), *args[1:])
         return hook
 
@@ -226,8 +229,12 @@ def prune(model: nn.Module, method: str, pattern: str = "unstructured", sparsity
 
             run_with_hooks(model, calibration, layers, wanda, desc="wanda")
         else:
+            seen_x: list = [None, None]  # (input, its Hessian): q, k and v share their input
+
             def obs(name: str, layer: nn.Linear, x: torch.Tensor) -> None:
-                layer.weight.copy_(sparsegpt(layer.weight, hessian(x), sparsity, n, m, block_size, damping))
+                if seen_x[0] is not x:
+                    seen_x[:] = [x, hessian(x)]
+                layer.weight.copy_(sparsegpt(layer.weight, seen_x[1], sparsity, n, m, block_size, damping))
 
             run_with_hooks(model, calibration, layers, obs, desc="sparsegpt")
     seconds = time.perf_counter() - start

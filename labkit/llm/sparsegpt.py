@@ -27,9 +27,12 @@ import torch
 
 
 def hessian(x: torch.Tensor) -> torch.Tensor:
-    """``2 X^T X / n`` for calibration inputs ``x`` of shape ``(n tokens, in features)``, in float64."""
-    x = x.reshape(-1, x.shape[-1]).double()
-    return 2 * x.T @ x / x.shape[0]
+    """``2 X^T X / n`` for calibration inputs ``x`` of shape ``(n tokens, in features)``.
+
+    Summed in float32 (fast, as in the paper's code), returned in float64 for the Cholesky steps.
+    """
+    x = x.reshape(-1, x.shape[-1]).float()
+    return (2 * x.T @ x / x.shape[0]).double()
 
 
 def _lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
