@@ -3,19 +3,38 @@
 Keys are a name, a version number and a config dict; change the version when the code that
 produces a result changes, and old entries are simply never read again. The cache lives in
 ``$LABKIT_CACHE`` or ``<repo>/.cache/labkit`` (ignored by git), so it is safe to delete.
+
+Caches get shared: an instructor pre-seeds every machine in a room, learners copy folders to each
+other. So an entry holds only *safe data* - tensors, numbers, strings, booleans, None, and lists,
+tuples and dicts of those (a state dict is one) - and is loaded with ``torch.load(weights_only=True)``,
+which builds those types and nothing else. A file that does not load that way (an older format,
+a damaged copy, or a pickle crafted to run code) is refused with a warning and recomputed: it is
+never executed. Producers store models as state dicts plus the config that rebuilds them.
+
+Writes go to a temporary file unique to the writer and are then renamed over the entry, so two
+kernels filling the same entry at once never see half a file, and no temporary file is left behind.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 
+from labkit import checks
+
 T = TypeVar("T")
+
+#: Version of the file format, part of every key: entries written in the old full-pickle format
+#: (format 1) are never looked up, so they are neither trusted nor warned about.
+FORMAT = 2
 
 
 def cache_dir() -> Path:
@@ -27,28 +46,72 @@ def cache_dir() -> Path:
 
 
 def key(name: str, version: int, config: dict) -> str:
-    """A file-name-safe key: the name plus a hash of the version and the config."""
-    if not name or not name.replace("_", "").replace("-", "").isalnum():
+    """A file-name-safe key: the name plus a hash of the version and the config.
+
+    ``config`` holds only what changes the result (seeds, sizes, library versions), never facts
+    about the machine such as its core count, so a cache made on one machine is used on another.
+    """
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"name must be letters, digits, '_' or '-', got {name!r}")
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
-    blob = json.dumps({"version": version, "config": config}, sort_keys=True, default=str)
+    blob = json.dumps({"format": FORMAT, "version": version, "config": config}, sort_keys=True, default=str)
     return f"{name}-v{version}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
-def cached(name: str, version: int, config: dict, compute: Callable[[], T]) -> T:
+def _load_safe(path: Path) -> object:
+    """The entry at ``path`` built with ``weights_only=True`` (only tensors and plain data; no code runs)."""
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def _safe_bytes(result: object, name: str) -> bytes:
+    """``result`` serialized, after checking that it loads back as safe data (else a clear TypeError)."""
+    buffer = io.BytesIO()
+    torch.save(result, buffer)
+    try:
+        torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    except Exception as e:  # noqa: BLE001  (any refusal means the producer returned unsafe data)
+        raise TypeError(f"the compute function of cache entry {name!r} returned {type(result).__name__} holding "
+                        "something other than tensors, numbers, strings, lists, tuples and dicts; return plain "
+                        f"data (a model as its state dict, a dataclass as a dict). torch.load said: {e}") from None
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file unique to this writer, then rename it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cached(name: str, version: int, config: dict, compute: Callable[[], T], *, threads: int | None = None) -> T:
     """Return the cached result for ``(name, version, config)``, computing and saving it on a miss.
 
-    Results are saved with ``torch.save``, so tensors, state dicts and plain Python data all work.
+    ``compute`` must return safe data (see the module docstring); anything else raises a TypeError
+    rather than being cached in a form that would later run code. ``threads``: run ``compute`` with
+    that many torch threads (restored afterwards), so the result does not depend on the machine's
+    core count and the key need not mention it.
     """
     path = cache_dir() / f"{key(name, version, config)}.pt"
     if path.exists():
         try:
-            return torch.load(path, weights_only=False)
-        except Exception:  # a half-written or stale file: recompute it
-            path.unlink(missing_ok=True)
-    result = compute()
-    tmp = path.with_suffix(".tmp")
-    torch.save(result, tmp)
-    tmp.replace(path)  # atomic, so a crash never leaves a truncated entry
+            return _load_safe(path)  # type: ignore[return-value]
+        except Exception as e:  # noqa: BLE001  (old format, damaged or hostile: never executed, recomputed)
+            warnings.warn(f"labkit cache: refusing {path} (it does not load as plain tensors and data: "
+                          f"{type(e).__name__}); recomputing it", stacklevel=2)
+    if threads is None:
+        result = compute()
+    else:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(checks.positive_int("threads", threads))
+        try:
+            result = compute()
+        finally:
+            torch.set_num_threads(previous)
+    _write_atomic(path, _safe_bytes(result, name))
     return result

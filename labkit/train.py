@@ -121,19 +121,20 @@ def pretrained(kind: str = "mlp", seed: int = 0, epochs: int = DEFAULT_EPOCHS, l
     returns a fresh copy, so pruning it never changes the cache.
     """
     from labkit import cache, data, models
+    from labkit.utils import DEFAULT_THREADS
 
     checks.choice("kind", kind, models.MODEL_KINDS)
-    # Float sums depend on the thread count, so weights trained with 1 and 2 threads differ in the
-    # last bits: keep them apart in the cache.
     config = {"kind": kind, "seed": seed, "epochs": epochs, "lr": lr, "data_seed": data_seed,
-              "torch": torch.__version__.split("+")[0], "threads": torch.get_num_threads()}
+              "torch": torch.__version__.split("+")[0]}
 
     def fit() -> dict:
         model = models.build(kind, seed=seed)
         train(model, data.digits(data_seed, flat=True).train, epochs=epochs, lr=lr, seed=seed)
         return copy.deepcopy(model.state_dict())
 
-    state = cache.cached(f"pretrained_{kind}", 1, config, fit)
+    # Float sums depend on the thread count: training always runs with DEFAULT_THREADS, so the cached
+    # weights are the same on every machine and the key need not hold the machine's core count.
+    state = cache.cached(f"pretrained_{kind}", 1, config, fit, threads=DEFAULT_THREADS)
     model = models.build(kind, seed=seed)
     model.load_state_dict(state)
     model.eval()

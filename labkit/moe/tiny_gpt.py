@@ -232,7 +232,9 @@ def train(cfg: GPTConfig, corpus: TextCorpus, log_every: int = 10, use_cache: bo
     if not use_cache:
         return _train(cfg, corpus, log_every, progress)
     key = {**asdict(cfg), "log_every": log_every, "corpus_chars": len(corpus.text), "threads": TRAIN_THREADS}
-    return cached("tiny_gpt", CACHE_VERSION, key, lambda: _train(cfg, corpus, log_every, progress))
+    # cached as a plain dict of its fields (safe to load), rebuilt into a TrainResult here
+    fields = cached("tiny_gpt", CACHE_VERSION, key, lambda: vars(_train(cfg, corpus, log_every, progress)))
+    return TrainResult(**fields)
 
 
 def flops_per_token(model: TinyGPT, corpus: TextCorpus, batch_size: int = 4) -> float:

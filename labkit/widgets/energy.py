@@ -83,6 +83,7 @@ def model_zoo(data_seed: int = 0, seed: int = 0, sparsity: float = 0.9, removed:
     """
     from labkit import cache, data, prune, train
     from labkit.models import MLP
+    from labkit.utils import DEFAULT_THREADS
 
     split = data.digits(data_seed, flat=True).train
     steps_per_epoch = train.steps_per_epoch(split)
@@ -103,7 +104,7 @@ def model_zoo(data_seed: int = 0, seed: int = 0, sparsity: float = 0.9, removed:
         return {"unstructured": unstructured.state_dict(), "structured": structured.state_dict(),
                 "structured_hidden": structured.hidden, "moe": moe.state_dict()}
 
-    states = cache.cached("energy_zoo", ZOO_VERSION, config, fit)
+    states = cache.cached("energy_zoo", ZOO_VERSION, config, fit, threads=DEFAULT_THREADS)
     unstructured = copy.deepcopy(dense)
     unstructured.load_state_dict(states["unstructured"])
     structured = MLP(64, states["structured_hidden"], 10)
