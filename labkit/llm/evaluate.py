@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from labkit import checks
+from labkit.data import pydoc_topics
 
 
 def context_length(model: nn.Module) -> int | None:
@@ -113,12 +114,10 @@ def speed(model: nn.Module, tokenizer, prompt_tokens: int = 256, new_tokens: int
           repeats: int = 3) -> dict[str, float]:
     """Measured tokens/s on this machine: ``{"prefill_tokens_per_s", "decode_tokens_per_s", ...}``.
 
-    Prefill: one forward pass over a ``prompt_tokens``-token text (Python's help on ``if``, repeated if
-    needed). Decode: ``new_tokens`` greedy steps, one token each, reusing the KV cache. The median of
-    ``repeats`` runs after one warm-up run. Timings depend on the machine and its load.
+    Prefill: one forward pass over a ``prompt_tokens``-token text (the first of Python's help topics).
+    Decode: ``new_tokens`` greedy steps, one token each, reusing the KV cache. The median of ``repeats``
+    runs after one warm-up run. Timings depend on the machine and its load.
     """
-    from labkit.data import pydoc_topics
-
     prompt_tokens = checks.positive_int("prompt_tokens", prompt_tokens)
     new_tokens = checks.positive_int("new_tokens", new_tokens)
     repeats = checks.positive_int("repeats", repeats)
@@ -126,9 +125,14 @@ def speed(model: nn.Module, tokenizer, prompt_tokens: int = 256, new_tokens: int
     if limit is not None and prompt_tokens + new_tokens + 1 > limit:
         raise ValueError(f"prompt_tokens + new_tokens = {prompt_tokens + new_tokens} exceeds the model's context "
                          f"of {limit}: ask for fewer tokens")
-    topics = pydoc_topics()
-    ids = tokenizer("\n\n".join(topics.values()), add_special_tokens=False)["input_ids"][:prompt_tokens]
-    prompt = torch.tensor([ids], dtype=torch.long)
+    ids: list[int] = []
+    for text in pydoc_topics().values():  # topic by topic until the prompt is long enough
+        ids += tokenizer(text + "\n\n", add_special_tokens=False)["input_ids"]
+        if len(ids) >= prompt_tokens:
+            break
+    else:
+        raise ValueError(f"prompt_tokens={prompt_tokens} is more than the help topics hold: ask for fewer")
+    prompt = torch.tensor([ids[:prompt_tokens]], dtype=torch.long)
     _one_run(model, prompt, 2)  # warm-up: first calls allocate memory and pick kernels
     runs = [_one_run(model, prompt, new_tokens) for _ in range(repeats)]
     prefill = statistics.median(r[0] for r in runs)
