@@ -12,21 +12,34 @@ sparsity:
   irregular memory access, so it only wins at high sparsity.
 
 :func:`crossover` finds the sparsity from which a path beats dense; :func:`latency_figure` plots it.
-Timings depend on the machine and on what else it is doing: always re-measure.
+Timings depend on the machine and on what else it is doing: always re-measure. To stay honest on
+a busy laptop, :func:`interleaved_times` samples the paths in turn (a burst of load from another
+program then slows every path a little, not one path a lot), each row reports the median and the
+interquartile range (``*_iqr_ms``) of every path, :func:`spread` gives the largest IQR / median, and
+a :class:`BusyMachineWarning` says when that spread means the machine was busy. :func:`crossover`
+declares a win only when the two paths' interquartile ranges do not overlap.
 """
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
 from labkit import checks
 from labkit.plots import rounded, style
-from labkit.utils import median_time
+
+#: Relative spread (IQR / median) above which the timings are called noisy: the machine was busy.
+BUSY_SPREAD = 0.25
+
+
+class BusyMachineWarning(UserWarning):
+    """Timings spread so widely that other programs were competing for the CPU."""
 
 #: The keys of each row :func:`cpu_linear_latency` returns, and the paths it times.
 PATHS = ("dense_ms", "masked_ms", "structured_ms", "csr_ms")
@@ -35,9 +48,13 @@ _LABELS = {"dense_ms": "dense", "masked_ms": "masked (zeros kept)", "structured_
 
 
 def cpu_linear_latency(out_features: int = 1024, in_features: int = 1024, tokens: int = 64,
-                       sparsities: Sequence[float] = (0.0, 0.5, 0.7, 0.9, 0.95, 0.98, 0.99), repeats: int = 7,
+                       sparsities: Sequence[float] = (0.0, 0.5, 0.7, 0.9, 0.95, 0.98, 0.99), repeats: int = 15,
                        seed: int = 0) -> list[dict]:
     """Median milliseconds of ``x @ W.T`` (``x``: ``tokens x in_features``) for each path and sparsity.
+
+    Each path is timed ``repeats`` times, interleaved with the others (:func:`interleaved_times`).
+    Each row also holds ``<path>_iqr_ms``, the interquartile range of those samples; when the
+    largest IQR is more than :data:`BUSY_SPREAD` of its median a :class:`BusyMachineWarning` is issued.
 
     Returns one dict per sparsity with keys ``sparsity`` and :data:`PATHS`. The masked weight prunes
     the smallest-magnitude entries (unstructured); the structured layer keeps
@@ -66,14 +83,55 @@ def cpu_linear_latency(out_features: int = 1024, in_features: int = 1024, tokens
             small = weight[: max(1, round((1 - s) * out_features))].contiguous()
             csr = masked.to_sparse_csr()
             paths = _paths(x, weight, masked, small, csr)
-            # Interleave the paths over 3 rounds and keep each path's best median: a burst of load
-            # from other programs then slows one round, not one path.
-            best = dict.fromkeys(paths, math.inf)
-            for _ in range(3):
-                for key, fn in paths.items():
-                    best[key] = min(best[key], 1000.0 * median_time(fn, repeats=repeats, warmup=1))
-            rows.append({"sparsity": s, **best})
+            samples = interleaved_times(paths, repeats=repeats)
+            row = {"sparsity": s}
+            for key, times in samples.items():
+                q1, median, q3 = np.percentile(1000.0 * np.asarray(times), [25, 50, 75])
+                row[key], row[key.replace("_ms", "_iqr_ms")] = float(median), float(q3 - q1)
+            rows.append(row)
+    worst = spread(rows)
+    if worst > BUSY_SPREAD:
+        warnings.warn(f"timings spread by up to {100 * worst:.0f}% (interquartile range / median): the machine "
+                      f"looks busy. The medians below are still fair comparisons, but close calls are noise; "
+                      f"re-run when fewer programs are running.", BusyMachineWarning, stacklevel=2)
     return rows
+
+
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int = 15, warmup: int = 1,
+                      min_time: float = 1e-3) -> dict[str, list[float]]:
+    """Seconds per call of each function, ``repeats`` samples each, taken in turns.
+
+    Round ``r`` times every function once (starting with a different one each round), so slow
+    moments of the machine fall on all functions alike. A sample repeats its call until
+    ``min_time`` seconds have passed, so the timer's resolution does not matter.
+    """
+    repeats = checks.positive_int("repeats", repeats)
+    warmup = checks.nonneg_int("warmup", warmup)
+    min_time = checks.finite("min_time", min_time, low=0.0)
+    if not isinstance(fns, dict) or not fns or not all(callable(f) for f in fns.values()):
+        raise TypeError("fns must be a non-empty dict {name: function of no arguments}")
+    keys = list(fns)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in keys}
+    for r in range(repeats):
+        for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+            calls, start = 0, time.perf_counter()
+            while True:
+                fns[key]()
+                calls += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_time:
+                    break
+            samples[key].append(elapsed / calls)
+    return samples
+
+
+def spread(rows: Sequence[dict]) -> float:
+    """The largest interquartile range / median over every path and row (0 when rows have no ``*_iqr_ms``)."""
+    return max((r[k.replace("_ms", "_iqr_ms")] / r[k] for r in rows for k in PATHS
+                if k.replace("_ms", "_iqr_ms") in r and r[k] > 0), default=0.0)
 
 
 def _paths(x: torch.Tensor, weight: torch.Tensor, masked: torch.Tensor, small: torch.Tensor,
@@ -101,7 +159,9 @@ def crossover(rows: Sequence[dict], key: str = "csr_ms", margin: float = 0.1) ->
     """The lowest measured sparsity from which ``key`` beats dense, at it and at every higher sparsity.
 
     "Beats" means at least ``margin`` (10%) faster, so timer noise between two identical dense
-    matmuls is not a win. ``None`` if the path does not beat dense at the highest sparsity measured.
+    matmuls is not a win, and, when the rows carry interquartile ranges, the path's upper quartile
+    below dense's lower quartile (median ± IQR/2), so a busy machine's noise is not a win either.
+    ``None`` if the path does not beat dense at the highest sparsity measured.
     Requiring it to *stay* faster keeps one lucky timing from declaring a crossover.
     """
     _check_rows(rows, key)
@@ -110,7 +170,9 @@ def crossover(rows: Sequence[dict], key: str = "csr_ms", margin: float = 0.1) ->
     ordered = sorted((r for r in rows if r["sparsity"] > 0), key=lambda r: r["sparsity"])
     found = None
     for r in reversed(ordered):
-        if r[key] < (1.0 - margin) * r["dense_ms"]:
+        path_high = r[key] + r.get(key.replace("_ms", "_iqr_ms"), 0.0) / 2
+        dense_low = r["dense_ms"] - r.get("dense_iqr_ms", 0.0) / 2
+        if r[key] < (1.0 - margin) * r["dense_ms"] and path_high < dense_low:
             found = r["sparsity"]
         else:
             break
@@ -125,14 +187,16 @@ def latency_figure(rows: Sequence[dict], title: str | None = "Linear layer laten
     fig = go.Figure()
     for key in PATHS:
         if key in ordered[0]:
+            iqr = key.replace("_ms", "_iqr_ms")
+            error = {"array": rounded([r[iqr] / 2 for r in ordered], 3)} if iqr in ordered[0] else None
             fig.add_trace(go.Scatter(x=xs, y=rounded([r[key] for r in ordered], 3), mode="lines+markers",
-                                     name=_LABELS[key]))
+                                     error_y=error, name=_LABELS[key]))
     cross = crossover(ordered, "csr_ms")
     if cross is not None:
         fig.add_vline(x=round(100 * cross, 1), line_dash="dot", line_color="grey",
                       annotation_text=f"CSR wins from {100 * cross:g}%")
     fig.update_xaxes(title="sparsity (%)")
-    fig.update_yaxes(title="milliseconds (log scale)", type="log")
+    fig.update_yaxes(title="milliseconds, median ± IQR/2 (log scale)", type="log")
     return style(fig, title)
 
 

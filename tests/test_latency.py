@@ -12,7 +12,7 @@ def rows():
 def test_rows_have_every_path(rows):
     assert [r["sparsity"] for r in rows] == [0.0, 0.9]
     for r in rows:
-        assert set(r) == {"sparsity", *latency.PATHS}
+        assert set(r) == {"sparsity", *latency.PATHS, *(k.replace("_ms", "_iqr_ms") for k in latency.PATHS)}
         assert all(r[k] > 0 for k in latency.PATHS)
     fig = latency.latency_figure(rows)
     assert [t.name for t in fig.data] == ["dense", "masked (zeros kept)", "structured (smaller dense)", "torch CSR"]
