@@ -30,7 +30,7 @@ def sweep():
     rows.append(_row("sparsegpt", "unstructured", 0.5, 24.8))
     for s, ppl in ((0.25, 40.0), (0.5, 120.0)):
         rows.append(_row("structured", "ffn_channels", s, ppl, decode=20 * (1 + s)))
-    return {"schema": "llm_prune", "prompt": "What is the capital of France?", "rows": rows}
+    return {"schema": "llm_prune", "config": {"prompt": "What is the capital of France?"}, "rows": rows}
 
 
 def test_explorer_looks_up_every_control(sweep):
@@ -45,7 +45,7 @@ def test_explorer_looks_up_every_control(sweep):
     assert [v for _, v in ex.sparsity.options] == [0.5] and "75.00" in ex.status.value
     ex.method.value = "magnitude"
     assert ex.pattern.value == "unstructured" and ex.sparsity.value == 0.5
-    assert "the the the" in ex.answer.value and "capital of France" in ex.answer.value
+    assert "the the the" in ex.answer.value and "prompt:</b> What is the capital of France?" in ex.answer.value
     ex.method.value = "structured"
     assert ex.pattern.value == "ffn_channels" and ex.sparsity.value == 0.5
     assert ex.speed_fig.data[1].y == (20.0, 30.0) and ex.speed_fig.data[1].hovertext[1] == "1.50x dense"

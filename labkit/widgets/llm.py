@@ -70,7 +70,7 @@ class LLMExplorer(widgets.VBox):
         sweep = load_sweep() if sweep is None else sweep
         self.table = cases(sweep)
         self.dense = dense_row(sweep)
-        self.prompt = sweep.get("prompt")
+        self.prompt = (sweep.get("config") or {}).get("prompt")  # the fixed prompt every row's sample answers
         self.last_update_ms = 0.0
         methods = sorted({m for m, _, _ in self.table}, key=lambda m: case_order(m, "")[:2])
         self.method = widgets.Dropdown(options=methods, value="wanda" if "wanda" in methods else methods[0],
