@@ -61,3 +61,26 @@ def test_deployment_kwh():
         ex.check_deployment_kwh(365.0, *args)
     with pytest.raises(AssertionError, match="PUE"):
         ex.check_deployment_kwh(730.0, *args)
+
+
+def test_cpu_estimate(capsys):
+    assert ex.check_cpu_estimate(None) is False
+    assert ex.check_cpu_estimate("b") and ex.check_cpu_estimate(" B")
+    with pytest.raises(AssertionError, match="sensor list"):
+        ex.check_cpu_estimate("a")
+    with pytest.raises(AssertionError, match="one letter"):
+        ex.check_cpu_estimate("z")
+
+
+def test_idle_subtraction():
+    # 10 s window, 120 J measured, the idle GPU draws 5 W: 70 J above idle over 7 calls = 10 J per call
+    assert ex.check_idle_subtraction(None, 120.0, 10.0, 5.0) is False
+    assert ex.check_idle_subtraction(10.0, 120.0, 10.0, 5.0, calls=7)
+    with pytest.raises(AssertionError, match="idle draw"):
+        ex.check_idle_subtraction(120.0 / 7, 120.0, 10.0, 5.0, calls=7)
+    with pytest.raises(AssertionError, match="divide by the 7 calls"):
+        ex.check_idle_subtraction(70.0, 120.0, 10.0, 5.0, calls=7)
+    with pytest.raises(AssertionError, match="total joules - idle watts"):
+        ex.check_idle_subtraction(3.0, 120.0, 10.0, 5.0, calls=7)
+    with pytest.raises(AssertionError, match="calls"):
+        ex.check_idle_subtraction(3.0, 120.0, 10.0, 5.0, calls=0)

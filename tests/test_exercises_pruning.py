@@ -3,7 +3,16 @@ import pytest
 import torch
 
 from labkit import prune
+from labkit.exercises import ExerciseError
 from labkit.exercises import pruning as ex
+
+
+def my_magnitude_mask(weight, sparsity):
+    """A learner's solution (not the lab's function, which the checker refuses)."""
+    k = round(sparsity * weight.numel())
+    mask = torch.ones(weight.numel(), dtype=torch.bool)
+    mask[weight.abs().flatten().sort(stable=True).indices[:k]] = False
+    return mask.reshape(weight.shape)
 
 
 def test_unanswered_prints_and_returns_false(capsys):
@@ -14,7 +23,7 @@ def test_unanswered_prints_and_returns_false(capsys):
 
 
 def test_right_answers_pass():
-    assert ex.check_magnitude_mask(prune.magnitude_mask)
+    assert ex.check_magnitude_mask(my_magnitude_mask)
     assert ex.check_csr_breakeven(0.5)
     assert ex.check_masking_speedup(1.0)
     assert ex.check_cubic_schedule(lambda t, s, a, b: prune.cubic_sparsity(t, s, a, b))
@@ -42,3 +51,67 @@ def test_right_answers_pass():
 def test_wrong_answers_raise_with_a_hint(check, wrong, hint):
     with pytest.raises(AssertionError, match=hint):
         check(wrong)
+
+
+@pytest.mark.parametrize("check, lab_function", [
+    (ex.check_magnitude_mask, prune.magnitude_mask), (ex.check_cubic_schedule, prune.cubic_sparsity),
+    (ex.check_nm_mask, prune.nm_mask)])
+def test_the_labs_own_function_is_refused(check, lab_function):
+    with pytest.raises(ExerciseError, match="the lab's own function labkit.prune"):
+        check(lab_function)
+
+
+def test_a_failed_check_shows_only_the_hint():
+    with pytest.raises(ExerciseError) as failure:
+        ex.check_csr_breakeven(0.9)
+    shown = "\n".join(failure.value._render_traceback_())  # what IPython prints instead of a traceback
+    assert "4-byte column index" in shown and "Not yet" in shown
+    # no checker source: neither its code lines nor its file
+    assert "expect(" not in shown and "exercises/pruning.py" not in shown and "Traceback" not in shown
+
+
+def test_a_bug_in_the_learners_function_shows_the_learners_frames_only():
+    def my_schedule(step, final_sparsity, begin_step, end_step):
+        return final_sparsity * undefined_name  # noqa: F821 - the learner's bug
+
+    with pytest.raises(ExerciseError, match="NameError") as failure:
+        ex.check_cubic_schedule(my_schedule)
+    shown = "\n".join(failure.value._render_traceback_())
+    assert "my_schedule" in shown and "undefined_name" in shown
+    assert "labkit/exercises" not in shown and "cubic_sparsity(" not in shown
+    assert failure.value.__cause__ is None and failure.value.__suppress_context__
+
+
+@pytest.fixture(scope="module")
+def pretrained_mlp():
+    from labkit import data, train
+
+    return train.pretrained("mlp", seed=0), data.digits(0).val
+
+
+def test_target_size_from_the_scan(pretrained_mlp):
+    model, val = pretrained_mlp
+    assert ex.check_target_size(None, model, val) is False
+    # A per-layer choice that removes 76% of the MLP within one point (found with the scan on this model;
+    # a neighbour is tried too, because another CPU trains a slightly different model).
+    candidates = [{"net.0": 0.7, "net.2": 0.8, "net.4": 0.5}, {"net.0": 0.7, "net.2": 0.8, "net.4": 0.0},
+                  {"net.0": 0.5, "net.2": 0.9, "net.4": 0.0}]
+    passed = []
+    for answer in candidates:
+        try:
+            passed.append(ex.check_target_size(answer, model, val))
+        except ExerciseError:
+            pass
+    assert passed, "no candidate reaches 75% within one point"
+    with pytest.raises(ExerciseError, match="remove 50.0% of the weights"):
+        ex.check_target_size({"net.0": 0.5, "net.2": 0.5, "net.4": 0.5}, model, val)
+    with pytest.raises(ExerciseError, match="add up"):  # every layer at its own 1-point limit, or beyond
+        ex.check_target_size({"net.0": 0.9, "net.2": 0.95, "net.4": 0.8}, model, val)
+    with pytest.raises(ExerciseError, match="not layers"):
+        ex.check_target_size({"fc1": 0.5}, model, val)
+    with pytest.raises(ExerciseError, match="fraction"):
+        ex.check_target_size({"net.0": 1.5}, model, val)
+    with pytest.raises(ExerciseError, match="dict"):
+        ex.check_target_size(0.75, model, val)
+    with pytest.raises(ValueError, match="target"):
+        ex.check_target_size({"net.0": 0.5}, model, val, target=1.5)

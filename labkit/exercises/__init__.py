@@ -7,10 +7,29 @@ The pattern every exercise follows, so committed notebooks still run top to bott
   is not attempted yet and returns ``False``. A wrong answer raises ``AssertionError`` with a hint;
   a right one prints a short confirmation and returns ``True``;
 * the solution sits in a collapsed ``<details>`` block below, for learners who want to peek.
+
+A failed check raises :class:`ExerciseError`, an ``AssertionError`` that IPython shows as the hint alone:
+no traceback through the checker, whose source would give the reference answer away. An error inside the
+learner's own function is reported the same way, with only the learner's frames. Asked for a function, a
+checker refuses the lab's own (``my_mask = prune.magnitude_mask``) with a short note.
 """
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+
+
+class ExerciseError(AssertionError):
+    """A failed self-check: its message is the hint, and that is all a notebook shows of it."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython calls this instead of formatting the traceback (see IPython's InteractiveShell.showtraceback).
+        first, *rest = str(self).splitlines() or [""]
+        return ["\x1b[1;31mNot yet:\x1b[0m " + first, *rest]
 
 
 def unanswered(answer: object, exercise: str) -> bool:
@@ -22,9 +41,9 @@ def unanswered(answer: object, exercise: str) -> bool:
 
 
 def expect(condition: bool, hint: str) -> None:
-    """Raise ``AssertionError(hint)`` unless ``condition`` holds: the hint is what the learner sees."""
+    """Raise :class:`ExerciseError` (an ``AssertionError``) with ``hint`` unless ``condition`` holds."""
     if not condition:
-        raise AssertionError(hint)
+        raise ExerciseError(hint)
 
 
 def passed(exercise: str, detail: str = "") -> bool:
@@ -34,8 +53,29 @@ def passed(exercise: str, detail: str = "") -> bool:
 
 
 def check_callable(answer: object, exercise: str) -> Callable | None:
-    """For exercises that ask for a function: ``None`` while unanswered, else the callable."""
+    """For exercises that ask for a function: ``None`` while unanswered, else the callable.
+
+    The lab's own functions are refused: the exercise is to write the few lines yourself.
+    """
     if unanswered(answer, exercise):
         return None
     expect(callable(answer), f"{exercise}: expected a function, got {type(answer).__name__}")
+    module = getattr(answer, "__module__", None) or ""
+    expect(module != "labkit" and not module.startswith(("labkit.", "kernels.")),
+           f"{exercise}: that is the lab's own function {module}.{getattr(answer, '__qualname__', '')}; "
+           "the point is to write it yourself (a few lines). Compare with the lab's version after your own passes.")
     return answer  # type: ignore[return-value]
+
+
+def call(fn: Callable, *args: Any, exercise: str) -> Any:
+    """``fn(*args)``; if the learner's function raises, an :class:`ExerciseError` with its own frames only."""
+    try:
+        return fn(*args)
+    except ExerciseError:
+        raise
+    except Exception as e:  # the learner's bug: show where in *their* code, never the checker's lines
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if not Path(f.filename).resolve().is_relative_to(_HERE)]
+        where = "".join(traceback.format_list(frames[-3:])).rstrip()
+        raise ExerciseError(f"{exercise}: your function raised {type(e).__name__}: {e}" +
+                            (f"\n{where}" if where else "")) from None

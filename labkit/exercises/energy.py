@@ -83,8 +83,53 @@ def check_deployment_kwh(answer: object, requests_per_day: float, joules_per_req
     d = carbon.deployment(requests_per_day, joules_per_request, "WORLD", pue=pue, idle_share=idle_share)
     active = d.active_kwh_per_year
     expect(not math.isclose(value, active, rel_tol=0.02),
-           f"{name}: that is the active energy only. Add idle energy (active / (1 - idle share)), then multiply by PUE.")
+           f"{name}: that is the active energy only. Add idle energy (active / (1 - idle share)), "
+           "then multiply by PUE.")
     expect(math.isclose(value, d.kwh_per_year, rel_tol=0.02),
            f"{name}: expected requests/day x 365 x J/request / 3.6e6 J per kWh, divided by (1 - idle share), "
            "times PUE.")
     return passed(name, f"{d.kwh_per_year:.4g} kWh per year.")
+
+
+#: Exercise 5's choices: why is a joule figure on this CPU an estimate?
+CPU_ESTIMATE_CHOICES = {
+    "a": "CPUs use the same power whatever they run, so there is nothing to measure.",
+    "b": "No energy counter the lab can read covers this work (no NVIDIA GPU for NVML; RAPL absent or not readable "
+         "without root, and it counts the whole package, other programs included), so the joules come from a "
+         "model: counted FLOPs and bytes times assumed energies per operation, or an assumed power times time.",
+    "c": "The energy is measured exactly, but rounded for display.",
+    "d": "Python code uses no measurable energy; only compiled kernels do.",
+}
+
+
+def check_cpu_estimate(answer: object) -> bool:
+    """Exercise 5: which of :data:`CPU_ESTIMATE_CHOICES` explains why a CPU reading here is an estimate?"""
+    name = "Exercise 5 (why is a CPU reading an estimate?)"
+    if unanswered(answer, name):
+        return False
+    expect(isinstance(answer, str) and answer.strip().lower() in CPU_ESTIMATE_CHOICES,
+           f"{name}: answer with one letter of {sorted(CPU_ESTIMATE_CHOICES)}")
+    expect(answer.strip().lower() == "b", f"{name}: not quite. Look at the sensor list: which meters are available "
+                                          "here, and what does the lab fall back to when none is?")
+    return passed(name, "An estimate is only as good as its assumed energies or power: label it, and never grade a "
+                        "machine by it.")
+
+
+def check_idle_subtraction(answer: object, total_joules: float, seconds: float, idle_watts: float,
+                           calls: int = 1) -> bool:
+    """Exercise 6 (on a GPU): the dynamic joules per call, after subtracting what the idle GPU draws anyway."""
+    name = "Exercise 6 (subtract the idle power)"
+    if unanswered(answer, name):
+        return False
+    value = _number(answer, name)
+    for arg, v in (("total_joules", total_joules), ("seconds", seconds), ("idle_watts", idle_watts)):
+        expect(isinstance(v, (int, float)) and v >= 0, f"{name}: {arg} must be a non-negative number, got {v!r}")
+    expect(isinstance(calls, int) and calls >= 1, f"{name}: calls must be a positive int, got {calls!r}")
+    truth = (total_joules - idle_watts * seconds) / calls
+    expect(not math.isclose(value, total_joules / calls, rel_tol=0.01) or math.isclose(truth, total_joules / calls),
+           f"{name}: that still includes the idle draw. Subtract idle watts x seconds of the window first.")
+    expect(not math.isclose(value, total_joules - idle_watts * seconds, rel_tol=0.01) or calls == 1,
+           f"{name}: that is the dynamic energy of the whole window; divide by the {calls} calls.")
+    expect(math.isclose(value, truth, rel_tol=0.01),
+           f"{name}: expected (total joules - idle watts x seconds) / calls.")
+    return passed(name, f"{truth:.4g} J per call above idle: the part the kernel itself costs.")

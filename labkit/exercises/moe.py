@@ -5,11 +5,12 @@ import math
 
 import torch
 
-from labkit.exercises import check_callable, expect, passed, unanswered
+from labkit.exercises import call, check_callable, expect, passed, unanswered
 from labkit.moe.layers import top_k_route
 
 # Exercise 2's scenario: the first-choice expert of 12 tokens, 4 experts, top-1, capacity factor 1.0.
-CAPACITY_SCENARIO = {"experts": [0, 0, 1, 0, 2, 0, 0, 1, 3, 0, 1, 0], "n_experts": 4, "top_k": 1, "capacity_factor": 1.0}
+CAPACITY_SCENARIO = {"experts": [0, 0, 1, 0, 2, 0, 0, 1, 3, 0, 1, 0], "n_experts": 4, "top_k": 1,
+                     "capacity_factor": 1.0}
 
 COLLAPSE_CHOICES = {
     "a": "The softmax saturates, so gradients vanish for every expert equally.",
@@ -28,24 +29,41 @@ def check_top_k(fn: object) -> bool:
         return False
     g = torch.Generator().manual_seed(4)
     logits = torch.randn(6, 5, generator=g)
-    for k in (1, 2, 3):
-        out = fn(logits.clone(), k)
-        expect(isinstance(out, tuple) and len(out) == 2, f"{name}: return a tuple (weights, experts), got {type(out).__name__}")
+    for k in (2, 3, 1):  # k=1 last: there a renormalised gate is 1 whatever it came from
+        out = call(fn, logits.clone(), k, exercise=name)
+        expect(isinstance(out, tuple) and len(out) == 2,
+               f"{name}: return a tuple (weights, experts), got {type(out).__name__}")
         weights, experts = (torch.as_tensor(t) for t in out)
         ref = top_k_route(logits, k)
-        expect(tuple(experts.shape) == (6, k), f"{name}: experts should have shape (tokens, k) = (6, {k}), got {tuple(experts.shape)}")
+        expect(tuple(experts.shape) == (6, k),
+               f"{name}: experts should have shape (tokens, k) = (6, {k}), got {tuple(experts.shape)}")
         expect(torch.equal(experts.long().sort(-1).values, ref.experts.sort(-1).values),
-               f"{name}: with k={k} you picked the wrong experts. Take the k largest probabilities per token (torch.topk on dim=-1).")
+               f"{name}: with k={k} you picked the wrong experts. Take the k largest probabilities per token "
+               "(torch.topk on dim=-1).")
         same_order = torch.equal(experts.long(), ref.experts)
         expect(same_order, f"{name}: the right experts, but list them best first (torch.topk does this).")
+        weights = weights.float()
+        raw = logits.topk(k, dim=-1).values
+        # Gate weights taken from the logits themselves (no softmax), renormalised or not, are the softmax mistake.
+        # (With k=1 a renormalised gate is always 1, whatever it came from: the k=1 branch below explains that.)
+        renormalised_raw = k > 1 and torch.allclose(weights, raw / raw.sum(-1, keepdim=True), atol=1e-5)
+        expect(not (torch.allclose(weights, raw, atol=1e-5) or renormalised_raw),
+               f"{name}: your gate weights are the raw logits, which can be negative and do not add up to 1. "
+               "Turn the logits into probabilities first: probs = logits.softmax(dim=-1), then take the top k "
+               "of probs.")
+        expect(bool(((weights >= 0) & (weights <= 1 + 1e-6)).all()),
+               f"{name}: gate weights must be probabilities in [0, 1]; yours range from {weights.min():.3g} to "
+               f"{weights.max():.3g}. Apply logits.softmax(dim=-1) over all experts before taking the top k.")
         if k == 1:
             expect(torch.allclose(weights.float(), ref.weights, atol=1e-5),
-                   f"{name}: with k=1 keep the raw softmax probability as the gate (do not renormalise: it would always be 1).")
+                   f"{name}: with k=1 keep the raw softmax probability as the gate (do not renormalise: it would "
+                   "always be 1).")
         else:
             expect(torch.allclose(weights.float().sum(-1), torch.ones(6), atol=1e-5),
                    f"{name}: with k={k} the gate weights of a token should be renormalised to sum to 1.")
             expect(torch.allclose(weights.float(), ref.weights, atol=1e-5),
-                   f"{name}: gate weights are off. Softmax over *all* experts first, then keep the top k and renormalise.")
+                   f"{name}: gate weights are off. Softmax over *all* experts first, then keep the top k and "
+                   "renormalise.")
     return passed(name, "This is exactly labkit.moe.top_k_route.")
 
 
@@ -95,3 +113,32 @@ def check_active_parameters(answer: object) -> bool:
     expect(answer == right, f"{name}: a SwiGLU expert has three d x d_ff matrices (w1, w3, w2). "
                             "Active = top_k experts + the router.")
     return passed(name, f"{right:,} active of {E * expert + d * E:,} total: {right / (E * expert + d * E):.0%}.")
+
+
+def check_capacity_choice(answer: object, experts: int = 16, top_k: int = 2, balance_weight: float = 0.01,
+                          grid: dict | None = None) -> bool:
+    """Exercise 5: with the routing explorer, the smallest capacity factor dropping under 1% of the token slots.
+
+    ``grid``: :func:`labkit.moe.routing_grid.load_routing_grid` (the committed one by default).
+    """
+    from labkit.moe.routing_grid import CAPACITY_FACTORS, cf_key, load_routing_grid
+
+    name = "Exercise 5 (choose a capacity factor)"
+    if unanswered(answer, name):
+        return False
+    grid = load_routing_grid() if grid is None else grid
+    point = grid[(experts, top_k, balance_weight)]
+    factors = [cf for cf in CAPACITY_FACTORS if cf is not None]
+    expect(answer != "dropless", f"{name}: dropless has no capacity limit (and no fixed memory per expert); "
+                                 f"pick one of the capacity factors {factors}")
+    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool) and answer in factors,
+           f"{name}: answer with one of the explorer's capacity factors {factors}, got {answer!r}")
+    slots = point.tokens * point.top_k
+    share = {cf: point.dropped[cf_key(cf)] / slots for cf in factors}
+    smallest = min(cf for cf in factors if share[cf] < 0.01)
+    expect(share[answer] < 0.01, f"{name}: at capacity factor {answer:g} the explorer drops {share[answer]:.1%} "
+                                 "of the token slots (the summary line under the chart). Go higher.")
+    expect(answer == smallest, f"{name}: {answer:g} drops {share[answer]:.1%}, but a smaller factor also stays "
+                               "under 1%. Every slot above the load is padding the GPU computes and memory it holds.")
+    return passed(name, f"{smallest:g}: the busiest expert gets about {smallest:g}x its fair share of tokens, so "
+                        "the capacity must cover the imbalance, not the average.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from labkit.exercises import check_callable, expect, passed, unanswered
+from labkit.exercises import call, check_callable, expect, passed, unanswered
 
 
 def _fixtures() -> list[tuple[torch.Tensor, float]]:
@@ -27,14 +27,15 @@ def check_magnitude_mask(answer) -> bool:
     if fn is None:
         return False
     for w, s in _fixtures():
-        mask = fn(w.clone(), s)
+        mask = call(fn, w.clone(), s, exercise=name)
         expect(isinstance(mask, torch.Tensor), f"{name}: return a torch.Tensor mask, got {type(mask).__name__}")
         expect(tuple(mask.shape) == tuple(w.shape), f"{name}: the mask must have the weight's shape {tuple(w.shape)}, "
                                                      f"got {tuple(mask.shape)}")
         mask = mask.bool()
         k = round(s * w.numel())
         expect(int((~mask).sum()) == k, f"{name}: at sparsity {s} a {tuple(w.shape)} weight must lose exactly {k} "
-                                        f"weights, yours prunes {int((~mask).sum())}. Hint: k = round(sparsity * numel).")
+                                        f"weights, yours prunes {int((~mask).sum())}. "
+                                        "Hint: k = round(sparsity * numel).")
         expect(torch.equal(mask, magnitude_mask(w, s)), f"{name}: the right number, but the wrong weights. Hint: "
                                                        "rank by absolute value, w.abs(), and drop the k smallest.")
     return passed(name, "Your mask matches labkit.prune.magnitude_mask on every test weight.")
@@ -80,7 +81,7 @@ def check_cubic_schedule(answer) -> bool:
     if fn is None:
         return False
     for step in (0, 10, 25, 50, 75, 100, 120):
-        got, want = fn(step, 0.9, 0, 100), cubic_sparsity(step, 0.9, 0, 100)
+        got, want = call(fn, step, 0.9, 0, 100, exercise=name), cubic_sparsity(step, 0.9, 0, 100)
         expect(isinstance(got, (int, float)) and abs(got - want) < 1e-6,
                f"{name}: at step {step} (begin 0, end 100, final 0.9) expected {want:.4f}, got {got}. Hint: "
                "s_t = s_f * (1 - (1 - progress)**3) with progress = (t - t0) / (t1 - t0), clipped to [0, 1].")
@@ -98,7 +99,7 @@ def check_nm_mask(answer) -> bool:
     g = torch.Generator().manual_seed(3)
     for shape in ((4, 8), (16, 32)):
         w = torch.randn(*shape, generator=g)
-        mask = fn(w.clone())
+        mask = call(fn, w.clone(), exercise=name)
         expect(isinstance(mask, torch.Tensor) and tuple(mask.shape) == shape,
                f"{name}: return a tensor mask of shape {shape}")
         groups = mask.bool().reshape(-1, 4).sum(dim=1)
@@ -124,3 +125,46 @@ def check_structured_weights(answer) -> bool:
                            "count in x out for each (weights only, no biases).")
     return passed(name, f"{want} weights: removing 50% of the units removes {100 * (1 - want / 50432):.0f}% of the "
                         "weights, because each layer shrinks on both sides.")
+
+
+def check_target_size(answer, model, val_split, target: float = 0.75, max_drop: float = 0.01) -> bool:
+    """Exercise 2.4: per-layer sparsities ``{layer: sparsity}`` that remove at least ``target`` of the model's
+    weights (one-shot magnitude pruning, no fine-tuning) and keep validation accuracy within ``max_drop`` of dense.
+
+    The checker prunes a copy of ``model`` with your sparsities and measures it on ``val_split``.
+    """
+    import copy
+
+    from labkit import checks, models, prune, train
+
+    name = "Exercise 2.4 (a target size from the sensitivity scan)"
+    if unanswered(answer, name):
+        return False
+    target = checks.fraction("target", target)
+    max_drop = checks.fraction("max_drop", max_drop)
+    layers = list(models.prunable_layers(model))
+    expect(isinstance(answer, dict) and answer, f"{name}: answer with a dict {{layer name: sparsity}}, e.g. "
+                                                f"{{{layers[0]!r}: 0.5}}; the layers are {layers}")
+    unknown = sorted(set(answer) - set(layers))
+    expect(not unknown, f"{name}: {unknown} are not layers of this model; the layers are {layers}")
+    for layer, s in answer.items():
+        expect(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 <= s < 1,
+               f"{name}: the sparsity of {layer!r} must be a fraction in [0, 1), got {s!r}")
+    dense_acc = train.evaluate(model, val_split)
+    trial = copy.deepcopy(model)
+    prune.prune_model(trial, "magnitude", {k: float(v) for k, v in answer.items()})
+    removed = prune.sparsity_report(trial)["overall"]
+    acc = train.evaluate(trial, val_split)
+    sizes = {n: m.weight.numel() for n, m in models.prunable_layers(model).items()}
+    biggest = max(sizes, key=sizes.get)
+    expect(removed >= target - 1e-9,
+           f"{name}: your sparsities remove {100 * removed:.1f}% of the weights; the target is {100 * target:.0f}%. "
+           f"Layers count by size: {biggest} holds {100 * sizes[biggest] / sum(sizes.values()):.0f}% of the weights, "
+           "so its sparsity moves the total most.")
+    expect(dense_acc - acc <= max_drop + 1e-9,
+           f"{name}: {100 * removed:.1f}% removed, but validation accuracy fell {100 * (dense_acc - acc):.1f} points "
+           f"({100 * dense_acc:.1f}% -> {100 * acc:.1f}%), more than {100 * max_drop:g}. The scan prunes one layer "
+           "at a time: drops of layers pruned together add up. Back off the layer whose scan curve falls first, "
+           "and take the sparsity from a layer that stays flat.")
+    return passed(name, f"{100 * removed:.1f}% of the weights removed, validation {100 * acc:.1f}% "
+                        f"(dense {100 * dense_acc:.1f}%). Report the test accuracy only now, once.")
