@@ -24,6 +24,13 @@ Read it top to bottom: it is course material.
 
 Conventions: "sparsity" is the fraction of weights set to zero, in ``[0, 1)``. A mask prunes exactly
 ``round(sparsity * count)`` weights (or rows, or blocks): ties are broken by position, never by luck.
+Weights must be finite: a NaN has no magnitude to rank, so every mask function rejects NaN and inf.
+Masks are built on the weight's device (a CUDA model is pruned on the GPU).
+
+Re-pruning a pruned layer ranks its *effective* weights (pruned ones count as zero), so raising the
+sparsity only ever adds to the pruned set. Lowering it (80% -> 50%) must bring some weights back: ties
+among the zeros are broken by the magnitude of the trainable ``weight_orig`` (the ``orig=`` argument of
+the mask functions), so the revived weights are the largest pruned ones, never the first ones by position.
 Convolution weights ``(out, in, kh, kw)`` are viewed as matrices ``(out, in * kh * kw)`` for N:M and
 block patterns, as sparse kernels see them.
 """
@@ -32,7 +39,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
@@ -58,12 +64,22 @@ def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
     return checks.fraction(name, sparsity)
 
 
-def _check_weight(weight: torch.Tensor) -> torch.Tensor:
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+def _check_weight(weight: torch.Tensor, name: str = "weight") -> torch.Tensor:
+    """A 2-D (Linear) or 4-D (Conv2d) tensor with at least one element, every value finite."""
+    checks.tensor(name, weight)
     if weight.dim() not in (2, 4):
-        raise ValueError(f"weight must be 2-D (Linear) or 4-D (Conv2d), got shape {tuple(weight.shape)}")
-    return weight
+        raise ValueError(f"{name} must be 2-D (Linear) or 4-D (Conv2d), got shape {tuple(weight.shape)}")
+    return checks.tensor(name, weight, nonempty=True, all_finite=True)
+
+
+def _check_orig(orig: torch.Tensor | None, weight: torch.Tensor, name: str = "orig") -> torch.Tensor | None:
+    """``orig`` (the unmasked ``weight_orig``) must match ``weight``'s shape; ``None`` means ties go by position."""
+    if orig is None:
+        return None
+    _check_weight(orig, name)
+    if orig.shape != weight.shape:
+        raise ValueError(f"{name} must have the weight's shape {tuple(weight.shape)}, got {tuple(orig.shape)}")
+    return orig
 
 
 _as_matrix = formats.as_matrix  # (out, in, kh, kw) -> (out, in*kh*kw); labkit/widgets/pruning.py uses this name
@@ -73,17 +89,21 @@ def _n_pruned(sparsity: float, count: int) -> int:
     return int(round(sparsity * count))
 
 
-def _lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+def _lowest_k(scores: torch.Tensor, k: int, tiebreak: torch.Tensor | None = None) -> torch.Tensor:
     """Bool mask over a flat ``scores``: True everywhere except the ``k`` lowest scores.
 
-    A stable sort breaks ties by position, so the count is exact even when many scores are equal
-    (for example the zeros left by an earlier pruning step).
+    Equal scores (for example the zeros left by an earlier pruning step) are ranked by ``tiebreak``
+    (lowest pruned first), then by position: two stable sorts, so the count is always exact.
+    Everything stays on ``scores``' device.
     """
-    keep = torch.ones(scores.numel(), dtype=torch.bool)
+    flat = scores.detach().flatten().float()
+    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
     if k > 0:
-        # numpy's stable argsort is ~3x faster than torch's on CPU, and ties break by position.
-        order = np.argsort(scores.detach().flatten().float().numpy(), kind="stable")
-        keep[torch.from_numpy(order[:k].copy())] = False
+        order = torch.arange(flat.numel(), device=flat.device)
+        if tiebreak is not None:
+            order = torch.sort(tiebreak.detach().flatten().float(), stable=True).indices
+        order = order[torch.sort(flat[order], stable=True).indices]
+        keep[order[:k]] = False
     return keep
 
 
@@ -95,39 +115,54 @@ def random_mask(weight: torch.Tensor, sparsity: float, seed: int = 0) -> torch.T
     """Prune a random ``sparsity`` share of the weights: the baseline every criterion must beat."""
     _check_weight(weight)
     sparsity = check_sparsity(sparsity)
-    scores = torch.rand(weight.numel(), generator=torch.Generator().manual_seed(seed))
+    seed = checks.nonneg_int("seed", seed)
+    # Drawn on the CPU (the same numbers on every device), ranked on the weight's device.
+    scores = torch.rand(weight.numel(), generator=torch.Generator().manual_seed(seed)).to(weight.device)
     mask = _lowest_k(scores, _n_pruned(sparsity, weight.numel())).reshape(weight.shape)
     assert (~mask).sum() == _n_pruned(sparsity, weight.numel())
     return mask
 
 
-def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Prune the ``sparsity`` share of this layer's weights with the smallest ``|w|`` (Han et al., 2015)."""
+def magnitude_mask(weight: torch.Tensor, sparsity: float, *, orig: torch.Tensor | None = None) -> torch.Tensor:
+    """Prune the ``sparsity`` share of this layer's weights with the smallest ``|w|`` (Han et al., 2015).
+
+    ``orig``: the unmasked weight (``weight_orig``) of an already pruned layer; equal ``|w|`` (its zeros)
+    are then ranked by ``|orig|``, so lowering the sparsity revives the largest pruned weights.
+    """
     _check_weight(weight)
+    orig = _check_orig(orig, weight)
     sparsity = check_sparsity(sparsity)
     k = _n_pruned(sparsity, weight.numel())
-    mask = _lowest_k(weight.detach().abs(), k).reshape(weight.shape)
+    mask = _lowest_k(weight.detach().abs(), k, None if orig is None else orig.abs()).reshape(weight.shape)
     assert (~mask).sum() == k
     return mask
 
 
-def global_magnitude_masks(weights: Mapping[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
+def global_magnitude_masks(weights: Mapping[str, torch.Tensor], sparsity: float, *,
+                           orig: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """One threshold for all layers: rank every ``|w|`` of every layer together and prune the smallest.
 
     Layers whose weights are small overall (often the wide early layers) lose more; the total count
-    pruned is exactly ``round(sparsity * total)``.
+    pruned is exactly ``round(sparsity * total)``. ``orig`` maps layer names to unmasked weights
+    (see :func:`magnitude_mask`).
     """
     if not isinstance(weights, Mapping) or not weights:
         raise TypeError("weights must be a non-empty dict {layer name: weight tensor}")
     sparsity = check_sparsity(sparsity)
-    for w in weights.values():
-        _check_weight(w)
-    flat = torch.cat([w.detach().abs().flatten() for w in weights.values()])
+    for name, w in weights.items():
+        _check_weight(w, f"weights[{name!r}]")
+    if orig is not None and (not isinstance(orig, Mapping) or set(orig) != set(weights)):
+        raise ValueError("orig must be None or a dict with the same layer names as weights")
+    for name, w in weights.items():
+        _check_orig(None if orig is None else orig[name], w, f"orig[{name!r}]")
+    device = next(iter(weights.values())).device
+    flat = torch.cat([w.detach().abs().flatten().to(device) for w in weights.values()])
+    tiebreak = None if orig is None else torch.cat([orig[n].detach().abs().flatten().to(device) for n in weights])
     k = _n_pruned(sparsity, flat.numel())
-    keep = _lowest_k(flat, k)
+    keep = _lowest_k(flat, k, tiebreak)
     masks, start = {}, 0
     for name, w in weights.items():
-        masks[name] = keep[start:start + w.numel()].reshape(w.shape)
+        masks[name] = keep[start:start + w.numel()].reshape(w.shape).to(w.device)
         start += w.numel()
     assert sum(int((~m).sum()) for m in masks.values()) == k
     return masks
@@ -145,16 +180,19 @@ def unit_scores(weight: torch.Tensor, norm: int = 1) -> torch.Tensor:
     return _as_matrix(weight.detach()).norm(p=_check_norm(norm), dim=1)
 
 
-def structured_mask(weight: torch.Tensor, sparsity: float, norm: int = 1) -> torch.Tensor:
+def structured_mask(weight: torch.Tensor, sparsity: float, norm: int = 1, *,
+                    orig: torch.Tensor | None = None) -> torch.Tensor:
     """Prune whole output units: the ``round(sparsity * out)`` rows (filters) with the smallest norm.
 
-    At least one unit always survives, so a layer can never be cut off entirely.
+    At least one unit always survives, so a layer can never be cut off entirely. ``orig``: see
+    :func:`magnitude_mask` (ties between zeroed units are ranked by their unmasked norm).
     """
     _check_weight(weight)
+    orig = _check_orig(orig, weight)
     sparsity = check_sparsity(sparsity)
     out = weight.shape[0]
     k = min(_n_pruned(sparsity, out), out - 1)
-    rows = _lowest_k(unit_scores(weight, norm), k)
+    rows = _lowest_k(unit_scores(weight, norm), k, None if orig is None else unit_scores(orig, norm))
     mask = rows.reshape(-1, *([1] * (weight.dim() - 1))).expand_as(weight).clone()
     assert (~rows).sum() == k and int((~mask).sum()) == k * _as_matrix(weight).shape[1]
     return mask
@@ -167,21 +205,26 @@ def _check_nm(n: int, m: int) -> tuple[int, int]:
     return n, m
 
 
-def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4, *, orig: torch.Tensor | None = None) -> torch.Tensor:
     """N:M sparsity: in every group of ``m`` consecutive weights along a row, keep the ``n`` largest ``|w|``.
 
     2:4 (50%) is the pattern NVIDIA's sparse tensor cores accelerate. Groups run along the input
-    dimension (``in * kh * kw`` for a conv), which must be divisible by ``m``.
+    dimension (``in * kh * kw`` for a conv), which must be divisible by ``m``. ``orig``: see
+    :func:`magnitude_mask`.
     """
     _check_weight(weight)
+    orig = _check_orig(orig, weight)
     n, m = _check_nm(n, m)
     mat = _as_matrix(weight.detach())
     if mat.shape[1] % m:
         raise ValueError(f"N:M needs the input dimension ({mat.shape[1]} for weight of shape {tuple(weight.shape)}) "
                          f"to be divisible by m={m}; choose another m or skip this layer")
     groups = mat.abs().reshape(-1, m)
-    # Keep the n largest of each group; a stable sort of -|w| breaks ties by position.
-    order = torch.sort(-groups, dim=1, stable=True).indices
+    # Keep the n largest of each group; stable sorts of -|w| break ties by -|orig|, then by position.
+    order = torch.arange(m, device=groups.device).expand_as(groups)
+    if orig is not None:
+        order = torch.sort(-_as_matrix(orig.detach()).abs().reshape(-1, m), dim=1, stable=True).indices
+    order = order.gather(1, torch.sort(-groups.gather(1, order), dim=1, stable=True).indices)
     keep = torch.zeros_like(groups, dtype=torch.bool)
     keep.scatter_(1, order[:, :n], True)
     assert bool((keep.sum(dim=1) == n).all())
@@ -206,16 +249,22 @@ def block_scores(weight: torch.Tensor, block: int | tuple[int, int] = 4, norm: i
     return tiles.abs().sum(dim=(2, 3)) if _check_norm(norm) == 1 else tiles.pow(2).sum(dim=(2, 3)).sqrt()
 
 
-def block_mask(weight: torch.Tensor, sparsity: float, block: int | tuple[int, int] = 4, norm: int = 1) -> torch.Tensor:
+def block_mask(weight: torch.Tensor, sparsity: float, block: int | tuple[int, int] = 4, norm: int = 1, *,
+               orig: torch.Tensor | None = None) -> torch.Tensor:
     """Prune whole ``b x b`` tiles: the ``round(sparsity * n_tiles)`` tiles with the smallest norm.
 
-    Block-sparse (BSR) kernels skip a whole tile at once, which is why this pattern can be fast.
+    Block-sparse (BSR) kernels skip a whole tile at once, which is why this pattern can be fast. Any
+    tile size works here; the BSR kernel itself needs a power of two >= 16 (``labkit.formats.check_block``).
+    ``orig``: see :func:`magnitude_mask`.
     """
+    _check_weight(weight)
+    orig = _check_orig(orig, weight)
     sparsity = check_sparsity(sparsity)
     bh, bw = _check_block(block)
     scores = block_scores(weight, (bh, bw), norm)
     k = _n_pruned(sparsity, scores.numel())
-    tiles = _lowest_k(scores, k).reshape(scores.shape)
+    tiebreak = None if orig is None else block_scores(orig, (bh, bw), norm)
+    tiles = _lowest_k(scores, k, tiebreak).reshape(scores.shape)
     mask = tiles.repeat_interleave(bh, dim=0).repeat_interleave(bw, dim=1).reshape(weight.shape)
     assert (~tiles).sum() == k and (~mask).sum() == k * bh * bw
     return mask
@@ -249,7 +298,9 @@ def apply_mask(module: nn.Module, mask: torch.Tensor, name: str = "weight") -> n
     if not isinstance(mask, torch.Tensor) or mask.shape != param.shape:
         raise ValueError(f"mask must be a tensor of shape {tuple(param.shape)}, got "
                          f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
-    mask = mask.to(dtype=param.dtype)
+    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("mask must be a bool tensor (True keeps a weight) or hold only 0s and 1s")
+    mask = mask.to(device=param.device, dtype=param.dtype)
     if is_masked(module, name):
         getattr(module, f"{name}_mask").copy_(mask)
         with torch.no_grad():  # refresh now, not only at the next forward pass
@@ -330,36 +381,41 @@ def prune_model(model: nn.Module, method: str, sparsity: float | Mapping[str, fl
             raise ValueError(f"per-layer sparsity (a dict) does not apply to method {method!r}")
         unknown = set(sparsity) - set(selected)
         if unknown:
-            raise ValueError(f"sparsity names layers that are not pruned here: {sorted(unknown)}; choose from {list(selected)}")
+            raise ValueError(f"sparsity names layers that are not pruned here: {sorted(unknown)}; "
+                             f"choose from {list(selected)}")
         targets = {name: check_sparsity(sparsity.get(name, 0.0), f"sparsity[{name!r}]") for name in selected}
     elif sparsity is not None:
         targets = dict.fromkeys(selected, check_sparsity(sparsity))
     if method in ("nm", "block"):
         misfits = [name for name, mod in selected.items() if not _fits(method, mod.weight, n, m, block)]
         if misfits and not skip_incompatible:
-            pattern = f"{n}:{m} (input dim divisible by {m})" if method == "nm" else f"block {block} (must divide the shape)"
+            pattern = (f"{n}:{m} (input dim divisible by {m})" if method == "nm"
+                       else f"block {block} (must divide the shape)")
             raise ValueError(f"layers {misfits} do not fit the {pattern}; pass skip_incompatible=True to leave "
                              f"them dense, or choose layers=[...] explicitly")
         selected = {k: v for k, v in selected.items() if k not in misfits}
         if not selected:
             raise ValueError(f"no layer fits the {method} pattern; all of {misfits} would be skipped")
 
-    weights = {name: mod.weight.detach() for name, mod in selected.items()}
+    weights = {name: _check_weight(mod.weight.detach(), f"weight of layer {name!r}") for name, mod in selected.items()}
+    # Already pruned layers: rank the effective weights, break ties by the unmasked weight_orig (module docstring).
+    origs = {name: mod.weight_orig.detach() if is_masked(mod) else None for name, mod in selected.items()}
     if method == "global_magnitude":
-        masks = global_magnitude_masks(weights, targets[next(iter(targets))])
+        orig = {n: o if o is not None else weights[n] for n, o in origs.items()}
+        masks = global_magnitude_masks(weights, targets[next(iter(targets))], orig=orig)
     else:
         masks = {}
         for i, (name, w) in enumerate(weights.items()):
             if method == "random":
                 masks[name] = random_mask(w, targets[name], seed=seed + i)
             elif method == "magnitude":
-                masks[name] = magnitude_mask(w, targets[name])
+                masks[name] = magnitude_mask(w, targets[name], orig=origs[name])
             elif method == "structured":
-                masks[name] = structured_mask(w, targets[name], norm)
+                masks[name] = structured_mask(w, targets[name], norm, orig=origs[name])
             elif method == "nm":
-                masks[name] = nm_mask(w, n, m)
+                masks[name] = nm_mask(w, n, m, orig=origs[name])
             else:
-                masks[name] = block_mask(w, targets[name], block, norm)
+                masks[name] = block_mask(w, targets[name], block, norm, orig=origs[name])
     for name, mask in masks.items():
         module = selected[name]
         apply_mask(module, mask)
@@ -415,7 +471,7 @@ def remove_units(model: MLP | SmallCNN, sparsity: float | Sequence[float], norm:
     if len(ratios) != len(hidden):
         raise ValueError(f"sparsity needs one value per hidden layer ({len(hidden)}), got {len(ratios)}")
     ratios = [check_sparsity(s) for s in ratios]
-    keeps = [_kept_units(layer.weight, s, norm) for layer, s in zip(hidden, ratios)]
+    keeps = [_kept_units(layer.weight, s, norm) for layer, s in zip(hidden, ratios, strict=True)]
     widths = tuple(len(k) for k in keeps)
     if isinstance(model, MLP):
         small = MLP(model.in_features, widths, model.n_classes)
@@ -424,7 +480,7 @@ def remove_units(model: MLP | SmallCNN, sparsity: float | Sequence[float], norm:
     new_layers = list(prunable_layers(small).values())
     pooled = (model.image_size // 2) ** 2 if isinstance(model, SmallCNN) else 1
     prev_keep = None
-    for i, (old, new) in enumerate(zip(layers, new_layers)):
+    for i, (old, new) in enumerate(zip(layers, new_layers, strict=True)):
         w, b = old.weight.detach(), old.bias.detach()
         if prev_keep is not None:  # drop the inputs that came from removed units
             if i == len(layers) - 1 and pooled > 1:  # flatten: channel c owns features c*pooled ... c*pooled+pooled-1
@@ -500,7 +556,8 @@ def prune_and_finetune(model: nn.Module, train_split: Split, method: str, sparsi
     elif schedule == "iterative":
         rounds = checks.positive_int("rounds", rounds)
         if epochs < rounds:
-            raise ValueError(f"iterative pruning fine-tunes after each round: need epochs >= rounds, got {epochs} < {rounds}")
+            raise ValueError(f"iterative pruning fine-tunes after each round: need epochs >= rounds, "
+                             f"got {epochs} < {rounds}")
         for r in range(1, rounds + 1):
             prune_model(model, method, sparsity * r / rounds, seed=seed, **options)
             share = epochs // rounds + (1 if r <= epochs % rounds else 0)
@@ -523,7 +580,8 @@ def prune_and_finetune(model: nn.Module, train_split: Split, method: str, sparsi
 
 
 def lottery_ticket(kind: str, train_split: Split, sparsity: float, *, epochs: int = 30, rewind_epoch: int = 1,
-                   lr: float = 3e-3, seed: int = 0, reinit: bool = False, method: str = "global_magnitude") -> nn.Module:
+                   lr: float = 3e-3, seed: int = 0, reinit: bool = False,
+                   method: str = "global_magnitude") -> nn.Module:
     """Frankle & Carbin's lottery ticket with rewinding: train, prune, reset survivors to early weights, retrain.
 
     1. Build ``kind`` from ``seed`` and train ``rewind_epoch`` epochs; remember those weights.
@@ -590,7 +648,7 @@ def choose_layer_sparsity(scan: Mapping[str, Sequence[float]], sparsities: Seque
     for name, accs in scan.items():
         if len(accs) != len(sparsities):
             raise ValueError(f"scan[{name!r}] has {len(accs)} accuracies for {len(sparsities)} sparsities")
-        ok = [s for s, a in zip(sparsities, accs) if a >= dense_accuracy - max_drop]
+        ok = [s for s, a in zip(sparsities, accs, strict=True) if a >= dense_accuracy - max_drop]
         chosen[name] = max(ok) if ok else 0.0
     return chosen
 
@@ -600,15 +658,24 @@ def choose_layer_sparsity(scan: Mapping[str, Sequence[float]], sparsities: Seque
 # ----------------------------------------------------------------------------------------------
 
 def sparsity_report(model: nn.Module) -> dict:
-    """Zeros per prunable layer and overall: ``{"layers": [{name, shape, numel, nonzeros, sparsity}], "overall", "nonzeros", "numel"}``."""
+    """Zeros per prunable layer and overall.
+
+    Returns ``{"layers": [{name, shape, numel, nonzeros, sparsity}], "overall", "nonzeros", "numel"}``.
+    """
+    weights = current_weights(_require_module(model))
+    if not weights:
+        raise ValueError(f"model {type(model).__name__} has no nn.Linear or nn.Conv2d layers, so it has no "
+                         "sparsity to report; pass a model that contains some")
     layers = []
-    for name, w in current_weights(_require_module(model)).items():
+    for name, w in weights.items():
         nz = int(torch.count_nonzero(w))
+        # A layer with no weights at all (e.g. nn.Linear(0, 4)) has nothing pruned: sparsity 0.
         layers.append({"name": name, "shape": tuple(w.shape), "numel": w.numel(), "nonzeros": nz,
-                       "sparsity": 1.0 - nz / w.numel()})
+                       "sparsity": 1.0 - nz / w.numel() if w.numel() else 0.0})
     numel = sum(r["numel"] for r in layers)
     nonzeros = sum(r["nonzeros"] for r in layers)
-    return {"layers": layers, "numel": numel, "nonzeros": nonzeros, "overall": 1.0 - nonzeros / numel}
+    return {"layers": layers, "numel": numel, "nonzeros": nonzeros,
+            "overall": 1.0 - nonzeros / numel if numel else 0.0}
 
 
 def count_weights(model: nn.Module) -> int:

@@ -126,7 +126,7 @@ def test_bad_arguments_raise_clear_errors():
         SwiGLU(8, 16)([1.0] * 8)
     with pytest.raises(ValueError, match="logits"):
         top_k_route(torch.randn(4), 1)
-    with pytest.raises(TypeError, match="module"):
+    with pytest.raises(TypeError, match="must be a torch.nn.Module"):
         count_parameters("model")
 
 

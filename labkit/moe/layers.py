@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labkit import checks
+from labkit.utils import count_parameters
+
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = checks.nonneg_int(name, value) if low == 0 else checks.positive_int(name, value)
     if value < low or (high is not None and value > high):
         upper = f" and <= {high}" if high is not None else ""
         raise ValueError(f"{name} must be >= {low}{upper}, got {value}")
@@ -39,21 +42,26 @@ def _check_int(name: str, value: object, low: int, high: int | None = None) -> i
 
 
 def _check_nonneg_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return float(value)
+    return checks.finite(name, value, low=0.0)
 
 
 def _check_capacity_factor(value: object) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"capacity_factor must be a number or None (dropless), got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"capacity_factor must be > 0 (1.0 = exactly the average load) or None for dropless, got {value}")
-    return float(value)
+    cf = checks.finite("capacity_factor", value)
+    if cf <= 0:
+        raise ValueError(f"capacity_factor must be > 0 (1.0 = exactly the average load) or None for dropless, "
+                         f"got {value}")
+    return cf
+
+
+def _check_experts(experts: object, n_experts: int | None = None, name: str = "experts") -> torch.Tensor:
+    """A (tokens, top_k) tensor of integer expert ids, each in [0, n_experts)."""
+    checks.tensor(name, experts, dim=2, dtypes=(torch.int64, torch.int32, torch.int16, torch.uint8))
+    if n_experts is not None and experts.numel() and (int(experts.min()) < 0 or int(experts.max()) >= n_experts):
+        raise ValueError(f"{name} must hold expert ids in [0, {n_experts}), got values from "
+                         f"{int(experts.min())} to {int(experts.max())}")
+    return experts
 
 
 def _check_tokens(x: object, d_model: int) -> torch.Tensor:
@@ -107,9 +115,7 @@ def top_k_route(logits: torch.Tensor, top_k: int, renormalize: bool = True) -> R
     (Mixtral). With ``top_k == 1`` the raw probability is kept (Switch): renormalizing would make
     every gate 1.0 and the router would get no gradient from the task loss.
     """
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-        raise ValueError(f"logits must be a (tokens, n_experts) tensor, got "
-                         f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
+    checks.tensor("logits", logits, dim=2)
     _check_int("top_k", top_k, 1, logits.shape[1])
     probs = logits.float().softmax(dim=-1)
     weights, experts = probs.topk(top_k, dim=-1)
@@ -150,11 +156,15 @@ def load_balancing_loss(probs: torch.Tensor, experts: torch.Tensor) -> torch.Ten
     ``f_e`` counts routed slots (all ``top_k`` choices) and has no gradient; ``P_e`` is the
     mean router probability, which does, so the loss pushes probability away from busy experts.
     """
-    if probs.ndim != 2 or experts.ndim != 2 or experts.shape[0] != probs.shape[0]:
+    checks.tensor("probs", probs, dim=2)
+    _check_experts(experts, probs.shape[1])
+    if experts.shape[0] != probs.shape[0]:
         raise ValueError(f"probs must be (T, E) and experts (T, k) with the same T, got "
                          f"{tuple(probs.shape)} and {tuple(experts.shape)}")
     n_experts = probs.shape[1]
-    counts = torch.bincount(experts.reshape(-1), minlength=n_experts).to(probs.dtype)
+    if probs.shape[0] == 0:
+        return probs.sum() * 0.0  # no tokens, no imbalance: 0 (not NaN), still part of the graph
+    counts = torch.bincount(experts.reshape(-1).long(), minlength=n_experts).to(probs.dtype)
     f = counts / experts.numel()
     p = probs.mean(dim=0)
     return n_experts * (f * p).sum()
@@ -162,8 +172,9 @@ def load_balancing_loss(probs: torch.Tensor, experts: torch.Tensor) -> torch.Ten
 
 def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
     """ST-MoE router z-loss ``mean(logsumexp(logits)^2)``: penalises large logits (keeps softmax stable)."""
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be (tokens, n_experts), got shape {tuple(logits.shape)}")
+    checks.tensor("logits", logits, dim=2)
+    if logits.shape[0] == 0:
+        return logits.float().sum() * 0.0  # mean over zero tokens: 0, not NaN
     return torch.logsumexp(logits.float(), dim=-1).square().mean()
 
 
@@ -171,6 +182,8 @@ def expert_capacity(n_tokens: int, n_experts: int, top_k: int, capacity_factor: 
     """Slots per expert: ``ceil(capacity_factor * n_tokens * top_k / n_experts)``.
 
     ``capacity_factor=None`` (dropless) returns ``n_tokens``: no expert can receive more.
+    Computed exactly: ``1.1`` is read as the decimal 11/10 (its shortest repr), not as the binary float
+    just above it, so ``expert_capacity(50, 5, 1, 1.1)`` is 11 (float arithmetic gives 11.000000000000002 -> 12).
     """
     _check_int("n_tokens", n_tokens, 0)
     _check_int("n_experts", n_experts, 1)
@@ -178,7 +191,7 @@ def expert_capacity(n_tokens: int, n_experts: int, top_k: int, capacity_factor: 
     cf = _check_capacity_factor(capacity_factor)
     if cf is None:
         return n_tokens
-    return math.ceil(cf * n_tokens * top_k / n_experts)
+    return math.ceil(Fraction(repr(cf)) * n_tokens * top_k / n_experts)
 
 
 def capacity_mask(experts: torch.Tensor, n_experts: int, capacity: int) -> torch.Tensor:
@@ -187,10 +200,10 @@ def capacity_mask(experts: torch.Tensor, n_experts: int, capacity: int) -> torch
     Priority as in GShard/Switch: every token's first choice before any second choice, and
     earlier tokens before later ones. Returns a bool tensor shaped like ``experts``.
     """
-    if experts.ndim != 2:
-        raise ValueError(f"experts must be (tokens, top_k), got shape {tuple(experts.shape)}")
+    n_experts = _check_int("n_experts", n_experts, 1)
+    _check_experts(experts, n_experts)
     _check_int("capacity", capacity, 0)
-    slot_major = experts.t().reshape(-1)  # all first choices, then all second choices, ...
+    slot_major = experts.t().reshape(-1).long()  # all first choices, then all second choices, ...
     one_hot = F.one_hot(slot_major, n_experts)
     position = (one_hot.cumsum(dim=0) * one_hot).sum(dim=-1) - 1  # place in its expert's queue
     keep = position < capacity
@@ -222,7 +235,13 @@ class MoEStats:
 
 
 def router_entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Mean entropy (nats) of each token's expert distribution: ``log(E)`` is undecided, 0 is certain."""
+    """Mean entropy (nats) of each token's expert distribution: ``log(E)`` is undecided, 0 is certain.
+
+    Zero tokens have zero mean entropy (nothing was undecided), not NaN.
+    """
+    checks.tensor("probs", probs, dim=2)
+    if probs.shape[0] == 0:
+        return probs.sum() * 0.0
     return -(probs * probs.clamp_min(1e-12).log()).sum(dim=-1).mean()
 
 
@@ -303,13 +322,6 @@ class MoEFeedForward(nn.Module):
     def active_parameters(self) -> int:
         """Parameters a single token touches: the router plus ``top_k`` experts."""
         return self.router.gate.weight.numel() + self.top_k * self.expert_parameters()
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Total parameters of ``module``."""
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    return sum(p.numel() for p in module.parameters())
 
 
 def active_parameters(module: nn.Module) -> int:
