@@ -30,13 +30,14 @@ def sweep():
     rows.append(_row("sparsegpt", "unstructured", 0.5, 24.8))
     for s, ppl in ((0.25, 40.0), (0.5, 120.0)):
         rows.append(_row("structured", "ffn_channels", s, ppl, decode=20 * (1 + s)))
+        rows[-1]["ffn_keep"] = 1 - s
     return {"schema": "llm_prune", "config": {"prompt": "What is the capital of France?"}, "rows": rows}
 
 
 def test_explorer_looks_up_every_control(sweep):
     ex = W.LLMExplorer(sweep)
     assert ex.method.value == "wanda" and ex.pattern.value == "unstructured"
-    assert [v for _, v in ex.sparsity.options] == [0.3, 0.5, 0.7]
+    assert ex.sparsity.options == (("30%", 0.3), ("50%", 0.5), ("70%", 0.7))
     ex.sparsity.value = 0.5
     assert "29.30" in ex.status.value and "1.67x dense" in ex.status.value and "beyond 1.5x" in ex.status.value
     star = ex.curve_fig.data[-1]
@@ -49,6 +50,7 @@ def test_explorer_looks_up_every_control(sweep):
     ex.method.value = "structured"
     assert ex.pattern.value == "ffn_channels" and ex.sparsity.value == 0.5
     assert ex.speed_fig.data[1].y == (20.0, 30.0) and ex.speed_fig.data[1].hovertext[1] == "1.50x dense"
+    assert ex.speed_fig.data[1].x[1] == "structured (FFN channels), 50% kept, dense kernels"
     ex.method.value = "wanda"
     ex.sparsity.value = 0.7  # timed through CSR too: a third bar
     assert ex.speed_fig.data[1].x == ("dense", "Wanda 70%, dense kernels", "Wanda 70%, CSR")

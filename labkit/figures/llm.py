@@ -38,6 +38,17 @@ def case_label(method: str, pattern: str) -> str:
     return f"{METHOD_LABELS.get(method, method)}, {PATTERN_LABELS.get(pattern, pattern)}"
 
 
+def row_label(row: Mapping) -> str:
+    """``"Wanda 50%"``, ``"SparseGPT, 2:4"``, ``"structured (FFN channels), 50% kept"``: one sweep row's name."""
+    if row["method"] == "dense":
+        return "dense"
+    if "ffn_keep" in row:
+        return f"{case_label(row['method'], row['pattern'])}, {100 * row['ffn_keep']:g}% kept"
+    if row["pattern"] != "unstructured":
+        return case_label(row["method"], row["pattern"])
+    return f"{case_label(row['method'], row['pattern'])} {100 * row['sparsity']:g}%"
+
+
 def case_order(method: str, pattern: str) -> tuple:
     """Sort key putting method x pattern cases in teaching order (unknown names last, alphabetically)."""
     def rank(name: str, order: tuple[str, ...]) -> int:

@@ -17,7 +17,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from labkit import results
-from labkit.figures.llm import PATTERN_LABELS, bytes_figure, case_label, case_order, perplexity_figure, speed_figure
+from labkit.figures import llm as figures
 from labkit.plots import COLORS, style
 
 SWEEP_NAME = "llm_prune_cpu"
@@ -72,7 +72,7 @@ class LLMExplorer(widgets.VBox):
         self.dense = dense_row(sweep)
         self.prompt = (sweep.get("config") or {}).get("prompt")  # the fixed prompt every row's sample answers
         self.last_update_ms = 0.0
-        methods = sorted({m for m, _, _ in self.table}, key=lambda m: case_order(m, "")[:2])
+        methods = sorted({m for m, _, _ in self.table}, key=lambda m: figures.case_order(m, "")[:2])
         self.method = widgets.Dropdown(options=methods, value="wanda" if "wanda" in methods else methods[0],
                                        description="method")
         self.pattern = widgets.Dropdown(options=self._patterns(self.method.value), description="pattern")
@@ -90,12 +90,12 @@ class LLMExplorer(widgets.VBox):
         super().__init__([controls, self.curve_fig, widgets.HBox([self.bytes_fig, self.speed_fig]), self.answer])
 
     def _patterns(self, method: str) -> list[tuple[str, str]]:
-        found = sorted({p for m, p, _ in self.table if m == method}, key=lambda p: case_order(method, p))
-        return [(PATTERN_LABELS.get(p, p), p) for p in found]
+        found = sorted({p for m, p, _ in self.table if m == method}, key=lambda p: figures.case_order(method, p))
+        return [(figures.PATTERN_LABELS.get(p, p), p) for p in found]
 
     def _sparsities(self, method: str, pattern: str) -> list[tuple[str, float]]:
         found = sorted(s for m, p, s in self.table if m == method and p == pattern)
-        return [(f"{100 * s:g}%", s) for s in found]
+        return [(f"{100 * s:.0f}%", s) for s in found]
 
     def _on_method(self, change) -> None:
         self._quiet = True  # new options select the first pattern: draw once, at the end
@@ -121,13 +121,13 @@ class LLMExplorer(widgets.VBox):
 
     def _build_figures(self, sweep: Mapping) -> None:
         rows = [r for r in sweep["rows"] if r is not self.dense]
-        base = perplexity_figure(rows, self.dense["perplexity"], highlight=rows[0])
+        base = figures.perplexity_figure(rows, self.dense["perplexity"], highlight=rows[0])
         self.curve_fig = go.FigureWidget(base)
         self.curve_fig.update_layout(height=400)
         self._star = len(self.curve_fig.data) - 1  # perplexity_figure draws the highlight last
-        self.bytes_fig = go.FigureWidget(bytes_figure({"dense": self.dense["bytes"], "pruned": self.dense["bytes"]},
-                                                      title="bytes per format"))
-        self.speed_fig = go.FigureWidget(speed_figure({"dense": self.dense, "pruned": self.dense},
+        twice = {"dense": self.dense["bytes"], "pruned": self.dense["bytes"]}  # two traces, filled by update()
+        self.bytes_fig = go.FigureWidget(figures.bytes_figure(twice, title="bytes per format"))
+        self.speed_fig = go.FigureWidget(figures.speed_figure({"dense": self.dense, "pruned": self.dense},
                                                       title="tokens/s on the sweep's CPU"))
         for fig in (self.bytes_fig, self.speed_fig):
             fig.update_layout(width=520, height=340)
@@ -141,12 +141,12 @@ class LLMExplorer(widgets.VBox):
         """Redraw from the lookup table; records ``last_update_ms``."""
         start = time.perf_counter()
         row, dense = self.current(), self.dense
-        label = case_label(row["method"], row["pattern"]) + f" {100 * row['sparsity']:g}%"
+        label = figures.row_label(row)
         with self.curve_fig.batch_update():
             star = self.curve_fig.data[self._star]
             star.x, star.y = [round(100 * row["sparsity"], 2)], [round(min(row["perplexity"], 1e5), 2)]
             for trace in self.curve_fig.data[: self._star]:
-                trace.opacity = 1.0 if trace.name == case_label(row["method"], row["pattern"]) else 0.35
+                trace.opacity = 1.0 if trace.name == figures.case_label(row["method"], row["pattern"]) else 0.35
         formats = list(dict.fromkeys(list(dense["bytes"]) + list(row["bytes"])))
         with self.bytes_fig.batch_update():
             for trace, source, name in zip(self.bytes_fig.data, (dense, row), ("dense", label), strict=True):
