@@ -1,5 +1,5 @@
 # Sparse Models Lab. Two commands on a fresh clone:
-#   make lab    set up .venv/ and open JupyterLab on notebooks/ (127.0.0.1, token required)
+#   make lab    set up .venv/ and open JupyterLab on notebooks/ (rooted at the repository; 127.0.0.1, token required)
 #   make test   set up .venv/ and run every test: unit, notebooks (nbval), hygiene, browser
 # Also: make notebooks (re-execute notebooks in place), make doctor, make benchmark, make clean.
 
@@ -38,8 +38,10 @@ lab: $(VENV)/.lab-installed
 	@$(PY) -m labkit doctor || true
 	@if [ -n "$(ROOT_FLAG)" ]; then echo "Running as root: adding --allow-root to jupyter lab."; fi
 	@echo "Starting JupyterLab on http://127.0.0.1:$(PORT)/lab (the URL with its token is printed below)."
+	@# Rooted at the repository, so the file browser reaches labkit/ and kernels/ (the notebooks send you there),
+	@# and opened on notebooks/.
 	$(PY) -m jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
-		--ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
+		--ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 test: $(VENV)/.test-installed
 	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \

@@ -1,4 +1,5 @@
-"""`make lab` serves JupyterLab on 127.0.0.1 with token authentication on."""
+"""`make lab` serves JupyterLab on 127.0.0.1 with token authentication on, rooted at the repository and opened
+on notebooks/ (so the file browser reaches labkit/ and kernels/, which the notebooks ask learners to read)."""
 import os
 import re
 import shutil
@@ -36,7 +37,7 @@ def test_make_lab_serves_jupyterlab_with_a_token(tmp_path):
         token = None
         deadline = time.monotonic() + 120
         while token is None and time.monotonic() < deadline and proc.poll() is None:
-            match = re.search(rf"http://127\.0\.0\.1:{port}/lab\?token=(\w+)", "".join(lines))
+            match = re.search(rf"http://127\.0\.0\.1:{port}/lab/tree/notebooks\?token=(\w+)", "".join(lines))
             token = match.group(1) if match else None
             time.sleep(0.5)
         output = "".join(lines)
@@ -50,7 +51,17 @@ def test_make_lab_serves_jupyterlab_with_a_token(tmp_path):
         assert requests.get(f"{base}/api/contents", timeout=30).status_code == 403
         listing = requests.get(f"{base}/api/contents", headers={"Authorization": f"token {token}"}, timeout=30)
         assert listing.status_code == 200
-        assert "00_welcome.ipynb" in {item["name"] for item in listing.json()["content"]}
+        # Rooted at the repository (the file browser reaches labkit/ and kernels/, which the notebooks cite) ...
+        assert {"notebooks", "labkit", "kernels"} <= {item["name"] for item in listing.json()["content"]}
+        source = requests.get(f"{base}/api/contents/labkit/prune.py", headers={"Authorization": f"token {token}"},
+                              timeout=30)
+        assert source.status_code == 200 and "def magnitude_mask" in source.json()["content"]
+        notebooks = requests.get(f"{base}/api/contents/notebooks", headers={"Authorization": f"token {token}"},
+                                 timeout=30)
+        assert "00_welcome.ipynb" in {item["name"] for item in notebooks.json()["content"]}
+        # ... and opens on notebooks/ (the URL it prints, matched above, is the notebooks folder)
+        opened = requests.get(f"{base}/lab/tree/notebooks?token={token}", timeout=30)
+        assert opened.status_code == 200 and "JupyterLab" in opened.text
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
