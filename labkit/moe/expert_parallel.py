@@ -17,23 +17,30 @@ back to the rank that sent the rows), which :class:`_AllToAll` spells out in a f
 Run the self-check, which compares outputs and gradients with the single-process
 :class:`~labkit.moe.layers.MoEFeedForward`, with::
 
-    torchrun --nproc-per-node 2 -m labkit.moe.expert_parallel
+    python -m labkit.moe.expert_parallel --nproc 2
 
+It starts the ranks with ``torch.multiprocessing`` on this machine only: they meet through a file
+(``init_method="file://..."``, no TCP rendezvous store listening on the network) and gloo talks over
+the loopback interface (``GLOO_SOCKET_IFNAME``). The layer itself works with any process group
 (gloo on CPUs, NCCL on GPUs; ``all_to_all_single`` works on both in this torch build).
 """
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
+import time
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from labkit import checks
 from labkit.moe.layers import MoEFeedForward, load_balancing_loss, router_z_loss
+
+#: The network interface the demo's processes talk over: loopback, never reachable from another machine.
+LOOPBACK = "lo" if sys.platform.startswith("linux") else "lo0"
 
 
 class _AllToAll(torch.autograd.Function):
@@ -54,7 +61,10 @@ class _AllToAll(torch.autograd.Function):
 
 
 def all_to_all(x: torch.Tensor, send_counts: list[int], recv_counts: list[int], group=None) -> torch.Tensor:
-    """Send ``send_counts[j]`` leading rows of ``x`` to rank ``j``; receive ``recv_counts[j]`` from it (differentiable)."""
+    """Send ``send_counts[j]`` leading rows of ``x`` to rank ``j``; receive ``recv_counts[j]`` from it.
+
+    Differentiable: the gradient rows travel back the same routes.
+    """
     return _AllToAll.apply(x, send_counts, recv_counts, group)
 
 
@@ -72,7 +82,7 @@ class ExpertParallelMoE(nn.Module):
         if not isinstance(layer, MoEFeedForward):
             raise TypeError(f"layer must be a labkit.moe.MoEFeedForward, got {type(layer).__name__}")
         if not dist.is_available() or not dist.is_initialized():
-            raise RuntimeError("torch.distributed is not initialised: run under torchrun and call "
+            raise RuntimeError("torch.distributed is not initialised: start the ranks (see main()) and call "
                                "dist.init_process_group('gloo' or 'nccl') first")
         if layer.capacity_factor is not None:
             raise ValueError("ExpertParallelMoE is dropless: build the layer with capacity_factor=None")
@@ -136,7 +146,7 @@ class ExpertParallelMoE(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-# Self-check: run under torchrun with 2 (or more) processes
+# Self-check: run in 2 (or more) processes on this machine
 # ------------------------------------------------------------------------------------------------
 def self_check(d_model: int = 16, d_ff: int = 32, n_experts: int = 4, top_k: int = 2, seed: int = 0,
                atol: float = 1e-5) -> bool:
@@ -169,7 +179,7 @@ def self_check(d_model: int = 16, d_ff: int = 32, n_experts: int = 4, top_k: int
     dist.all_reduce(router_grad)  # what data-parallel training does with replicated parameters
     experts = slice(ep.first_expert, ep.first_expert + ep.per_rank)
 
-    checks = {
+    pairs = {
         "output": (y, y_all[mine]),
         "input grad": (x.grad, x_all.grad[mine]),
         "w1 grad": (ep.w1.grad, layer.w1.grad[experts]),
@@ -177,7 +187,7 @@ def self_check(d_model: int = 16, d_ff: int = 32, n_experts: int = 4, top_k: int
         "w2 grad": (ep.w2.grad, layer.w2.grad[experts]),
         "router grad (all-reduced)": (router_grad, layer.router.gate.weight.grad),
     }
-    errors = {name: float((a - b).detach().abs().max()) for name, (a, b) in checks.items()}
+    errors = {name: float((a - b).detach().abs().max()) for name, (a, b) in pairs.items()}
     ok = all(e <= atol for e in errors.values())
     reports = [None] * world
     dist.all_gather_object(reports, {"rank": rank, "tokens": sizes[rank], "experts": [experts.start, experts.stop - 1],
@@ -194,20 +204,52 @@ def self_check(d_model: int = 16, d_ff: int = 32, n_experts: int = 4, top_k: int
     return all(r["ok"] for r in reports)
 
 
-def main() -> int:
-    """Entry point for ``torchrun --nproc-per-node 2 -m labkit.moe.expert_parallel``."""
-    if "RANK" not in os.environ:
-        print("Run me with several processes: torchrun --nproc-per-node 2 -m labkit.moe.expert_parallel")
-        return 2
-    # The check runs on CPU tensors, so it uses gloo even on a GPU machine; the layer itself works
-    # with any process group (NCCL for CUDA tensors) since it only calls all_to_all_single.
-    backend = "gloo"
-    dist.init_process_group(backend)
+def _worker(rank: int, world: int, rendezvous: str, hold_s: float) -> None:
+    """One rank of :func:`main` (started by ``torch.multiprocessing``): join the group, run the self-check."""
+    # gloo talks over the loopback interface only, and the ranks meet through a file, not a TCP
+    # store: nothing this demo starts can be reached from another machine on the network.
+    os.environ["GLOO_SOCKET_IFNAME"] = LOOPBACK
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         ok = self_check()
+        sys.stdout.flush()
+        if hold_s:  # keep the ranks (and their sockets) alive, for the test that lists them
+            time.sleep(hold_s)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
-    return 0 if ok else 1
+    if not ok:
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m labkit.moe.expert_parallel --nproc 2``: the self-check in fresh processes.
+
+    The check runs on CPU tensors, so it uses gloo even on a GPU machine; the layer itself works with
+    any process group (NCCL for CUDA tensors) since it only calls ``all_to_all_single``.
+    """
+    import argparse
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    parser = argparse.ArgumentParser(description="Expert-parallel self-check on this machine (loopback only).")
+    parser.add_argument("--nproc", type=int, default=2, help="number of processes (ranks), default 2")
+    parser.add_argument("--hold", type=float, default=0.0, help="seconds the ranks stay up after the check")
+    args = parser.parse_args(argv)
+    if args.nproc < 1 or args.hold < 0:
+        parser.error("--nproc must be >= 1 and --hold >= 0")
+    os.environ["GLOO_SOCKET_IFNAME"] = LOOPBACK  # inherited by the spawned ranks too
+    with tempfile.TemporaryDirectory(prefix="labkit-ep-") as folder:
+        rendezvous = os.path.join(folder, "rendezvous")  # a fresh file: FileStore must not reuse an old one
+        try:
+            mp.start_processes(_worker, args=(args.nproc, rendezvous, args.hold), nprocs=args.nproc,
+                               start_method="spawn")
+        except mp.ProcessExitedException as e:
+            print(f"rank {e.error_index} exited with code {e.exit_code}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def parse_send_counts(stdout: str) -> list[list[int]]:
@@ -220,27 +262,28 @@ def parse_send_counts(stdout: str) -> list[list[int]]:
     return table
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (for a local torchrun rendezvous)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_demo(nproc: int = 2, timeout: float = 180.0) -> subprocess.CompletedProcess:
-    """Launch the self-check in ``nproc`` fresh processes with torchrun; returns the finished process.
+    """Run the self-check in ``nproc`` fresh processes (``python -m labkit.moe.expert_parallel``); the finished process.
 
-    Used by the notebook and the tests. Raises ``RuntimeError`` (with the output) if it fails.
+    Used by the notebook and the tests. The ranks meet through a file and talk over loopback only.
+    Raises ``RuntimeError`` (with the output) if it fails.
     """
-    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
-        raise ValueError(f"nproc must be a positive int, got {nproc!r}")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-           "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "labkit.moe.expert_parallel"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    nproc = checks.positive_int("nproc", nproc)
+    proc = subprocess.run(demo_command(nproc), capture_output=True, text=True, timeout=timeout, env=demo_env())
     if proc.returncode != 0:
-        raise RuntimeError(f"the {nproc}-process self-check failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"the {nproc}-process self-check failed (exit {proc.returncode}):\n{proc.stdout}\n"
+                           f"{proc.stderr[-3000:]}")
     return proc
+
+
+def demo_command(nproc: int = 2, hold_s: float = 0.0) -> list[str]:
+    """The command line :func:`run_demo` runs (``hold_s``: keep the ranks up that long after the check)."""
+    return [sys.executable, "-m", "labkit.moe.expert_parallel", "--nproc", str(nproc), "--hold", str(hold_s)]
+
+
+def demo_env() -> dict[str, str]:
+    """The demo's environment: one thread per rank, unbuffered output, gloo on loopback."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "GLOO_SOCKET_IFNAME": LOOPBACK}
 
 
 if __name__ == "__main__":
