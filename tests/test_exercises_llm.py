@@ -44,6 +44,7 @@ def test_the_labs_own_function_is_refused():
     (ex.check_wanda_score, lambda w, x: (w.abs() * x.norm(dim=0)).flatten(), "shape"),
     (ex.check_wanda_score, lambda w, x: w * x.norm(dim=0), "wrong scores"),
     (ex.check_wanda_score, lambda w, x: [1.0], "torch.Tensor"),
+    (ex.check_wanda_score, lambda w, x: w.abs() * x.norm(dim=1), "your function raised RuntimeError"),
     (ex.check_wanda_score, 3, "expected a function"),
     (ex.check_model_sparsity, 0.5, "not of the model"),
     (ex.check_model_sparsity, 0.42, "28.3M"),
