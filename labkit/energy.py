@@ -33,10 +33,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 from types import ModuleType
+from typing import Protocol, runtime_checkable
 
 import torch
+
+from labkit import checks
 
 RAPL_ROOT = Path("/sys/class/powercap")
 
@@ -93,6 +97,36 @@ class Reading:
         return f"{self.value:.4g} {self.unit}  {self.kind.upper()}  {self.scope}  ({self.source}{period}{note})"
 
 
+@runtime_checkable
+class Meter(Protocol):
+    """What every meter does; :func:`measure` needs nothing else.
+
+    A window is ``state = m.start()``, any number of ``m.poll(state)`` (for counters that wrap), then
+    ``m.stop(state)``, which returns the window's readings (possibly none). ``period_s`` is how often the
+    sensor updates (``None`` for a model or an assumption): windows are made at least
+    :data:`WINDOWS_PER_PERIOD` times longer.
+    """
+
+    name: str
+    period_s: float | None
+
+    def status(self) -> SensorStatus:
+        """Available here or not, and why."""
+        ...
+
+    def start(self) -> dict:
+        """Open a window: read counters, start samplers."""
+        ...
+
+    def poll(self, state: dict) -> None:
+        """Fold progress into ``state`` (counters that may wrap); may do nothing."""
+        ...
+
+    def stop(self, state: dict) -> list[Reading]:
+        """Close the window and return its readings."""
+        ...
+
+
 # ----------------------------------------------------------------------------------------------
 # NVML
 # ----------------------------------------------------------------------------------------------
@@ -114,14 +148,13 @@ class NvmlMeter:
     """
 
     name = "nvml"
+    period_s: float | None = NVML_COUNTER_PERIOD_S
 
     def __init__(self, index: int = 0, nvml: ModuleType | None = None, sample_interval_s: float = 0.05):
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise ValueError(f"index must be a GPU index >= 0, got {index!r}")
-        if not sample_interval_s > 0:
+        self.index = checks.nonneg_int("index", index)
+        self.sample_interval_s = checks.finite("sample_interval_s", sample_interval_s)
+        if not self.sample_interval_s > 0:
             raise ValueError(f"sample_interval_s must be > 0 seconds, got {sample_interval_s!r}")
-        self.index = index
-        self.sample_interval_s = float(sample_interval_s)
         self._nvml = nvml
 
     def _module(self) -> ModuleType | None:
@@ -145,8 +178,9 @@ class NvmlMeter:
             handle = nvml.nvmlDeviceGetHandleByIndex(self.index)
             try:
                 nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-                return SensorStatus(self.name, True, f"GPU {self.index} total-energy counter (mJ, updates about "
-                                                     f"every {NVML_COUNTER_PERIOD_S * 1000:.0f} ms): measured"), "counter"
+                reason = (f"GPU {self.index} total-energy counter (mJ, updates about every "
+                          f"{NVML_COUNTER_PERIOD_S * 1000:.0f} ms): measured")
+                return SensorStatus(self.name, True, reason), "counter"
             except error:
                 pass
             try:
@@ -222,8 +256,9 @@ def nvml_index(cuda_index: int = 0, visible: str | None = None) -> int:
     import os
     import warnings
 
-    if isinstance(cuda_index, bool) or not isinstance(cuda_index, int) or cuda_index < 0:
-        raise ValueError(f"cuda_index must be an int >= 0, got {cuda_index!r}")
+    cuda_index = checks.nonneg_int("cuda_index", cuda_index)
+    if visible is not None and not isinstance(visible, str):
+        raise TypeError(f"visible must be None or a string like '1,0', got {type(visible).__name__}")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
     if not visible:
         return cuda_index
@@ -232,7 +267,8 @@ def nvml_index(cuda_index: int = 0, visible: str | None = None) -> int:
         raise ValueError(f"cuda_index {cuda_index} is not visible: CUDA_VISIBLE_DEVICES={visible!r}")
     if parts[cuda_index].isdigit():
         return int(parts[cuda_index])
-    warnings.warn(f"CUDA_VISIBLE_DEVICES={visible!r} names GPUs by UUID: assuming NVML index {cuda_index}")
+    warnings.warn(f"CUDA_VISIBLE_DEVICES={visible!r} names GPUs by UUID: assuming NVML index {cuda_index}",
+                  stacklevel=2)
     return cuda_index
 
 
@@ -240,8 +276,11 @@ def integrate_power(samples: Sequence[tuple[float, float]]) -> float:
     """Joules from ``(time_s, milliwatts)`` samples by the trapezoid rule."""
     if len(samples) < 2:
         raise ValueError(f"samples needs at least 2 (time, mW) pairs to integrate, got {len(samples)}")
+    for i, (t, p) in enumerate(samples):
+        checks.finite(f"samples[{i}] time", t)
+        checks.finite(f"samples[{i}] milliwatts", p, low=0.0)
     joules = 0.0
-    for (t0, p0), (t1, p1) in zip(samples, samples[1:]):
+    for (t0, p0), (t1, p1) in pairwise(samples):
         if t1 < t0:
             raise ValueError("samples must be in time order")
         joules += (t1 - t0) * (p0 + p1) / 2 / 1000.0
@@ -269,8 +308,9 @@ def _read_text(path: Path) -> str:
 
 def wrapped_delta(before_uj: int, after_uj: int, max_range_uj: int) -> int:
     """Counter increase in microjoules, allowing for one wrap at ``max_range_uj``."""
-    if max_range_uj <= 0:
-        raise ValueError(f"max_range_uj must be > 0, got {max_range_uj}")
+    checks.nonneg_int("before_uj", before_uj)
+    checks.nonneg_int("after_uj", after_uj)
+    checks.positive_int("max_range_uj", max_range_uj)
     return (after_uj - before_uj) % (max_range_uj + 1)
 
 
@@ -284,9 +324,14 @@ class RaplMeter:
     """
 
     name = "rapl"
+    period_s: float | None = RAPL_PERIOD_S
 
     def __init__(self, root: Path | str = RAPL_ROOT, reader: Callable[[Path], str] | None = None,
                  include_dram: bool = True):
+        if not isinstance(root, (str, Path)):
+            raise TypeError(f"root must be a folder path (str or Path), got {type(root).__name__}")
+        if reader is not None and not callable(reader):
+            raise TypeError(f"reader must be a function path -> str, got {type(reader).__name__}")
         self.root = Path(root)
         self.reader = reader or _read_text
         self.include_dram = bool(include_dram)
@@ -362,7 +407,8 @@ class RaplMeter:
         if not status.available:
             raise RuntimeError(f"RAPL meter unavailable: {status.reason}")
         zones = self.zones()
-        return {"zones": zones, "last": {z.label: self._read(z) for z in zones}, "total_uj": {z.label: 0 for z in zones}}
+        return {"zones": zones, "last": {z.label: self._read(z) for z in zones},
+                "total_uj": {z.label: 0 for z in zones}}
 
     def _read(self, zone: RaplZone) -> int:
         return int(self.reader(zone.path / "energy_uj"))
@@ -405,7 +451,7 @@ class WorkCounts:
 
     def readings(self, calls: int = 1, dtype: torch.dtype = torch.float32) -> list[Reading]:
         """Estimated joules for ``calls`` calls: arithmetic and DRAM traffic, kept apart."""
-        calls = _check_count("calls", calls)
+        calls = checks.positive_int("calls", calls)
         pj = op_energy_table()
         if dtype in (torch.float16, torch.bfloat16):
             per_mac, bits, note = pj["fp16 mult"] + pj["fp16 add"], 16, "bf16 priced as fp16"
@@ -470,12 +516,12 @@ def count_work(fn: Callable[[], object]) -> WorkCounts:
     return WorkCounts(int(flops.get_total_flops()), int(bytes_counter.bytes))
 
 
-def estimate(fn: Callable[[], object], items: int = 1, dtype: torch.dtype = torch.float32) -> "EnergyReport":
+def estimate(fn: Callable[[], object], items: int = 1, dtype: torch.dtype = torch.float32) -> EnergyReport:
     """The modeled energy of one call of ``fn`` (which handles ``items`` items), as a report.
 
     Deterministic, so notebooks can print it; every reading is labelled ``estimated``.
     """
-    items = _check_count("items", items)
+    items = checks.positive_int("items", items)
     readings = tuple(count_work(fn).readings(1, dtype))
     return EnergyReport(readings, wall_s=None, repeats=1, items=items)
 
@@ -484,6 +530,7 @@ class ModelMeter:
     """The always-available estimate: counted FLOPs and bytes x Horowitz's picojoules per operation."""
 
     name = "model"
+    period_s: float | None = None
 
     def __init__(self, dtype: torch.dtype = torch.float32):
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -495,6 +542,17 @@ class ModelMeter:
         return SensorStatus(self.name, True, "estimate from counted FLOPs and bytes x pJ per operation (Horowitz, "
                                              "ISSCC 2014, 45 nm): estimated, never measured")
 
+    def start(self) -> dict:
+        """Nothing to open: the model counts the work itself (``Session.run`` calls :func:`count_work`)."""
+        return {}
+
+    def poll(self, state: dict) -> None:
+        """Nothing to poll."""
+
+    def stop(self, state: dict) -> list[Reading]:
+        """No readings from a window alone: the estimate needs the work as a function (``m.run(fn)``)."""
+        return []
+
 
 class AssumedPowerMeter:
     """Constant assumed power x wall time: what CodeCarbon falls back to without sensors.
@@ -504,11 +562,15 @@ class AssumedPowerMeter:
     """
 
     name = "assumed-power"
+    period_s: float | None = None
 
     def __init__(self, watts: float, scope: str, source: str):
-        if isinstance(watts, bool) or not isinstance(watts, (int, float)) or not watts > 0:
+        watts = checks.finite("watts", watts)
+        if not watts > 0:
             raise ValueError(f"watts must be a positive number, got {watts!r}")
-        if not source:
+        if not isinstance(scope, str) or not scope:
+            raise ValueError("scope must say what the power covers, e.g. 'CPU package'")
+        if not isinstance(source, str) or not source:
             raise ValueError("source must say where the assumed wattage comes from")
         self.watts, self.scope, self.source = float(watts), scope, source
 
@@ -530,18 +592,8 @@ class AssumedPowerMeter:
                         self.source, None, f"{self.watts:g} W x {seconds:.3g} s: scales with time only")]
 
 
-def nvml_status(nvml: ModuleType | None = None) -> SensorStatus:
-    """NVIDIA's management library: a total-energy counter on Volta and newer GPUs."""
-    return NvmlMeter(nvml=nvml).status()
-
-
-def rapl_status(root: Path = RAPL_ROOT, reader: Callable[[Path], str] | None = None) -> SensorStatus:
-    """Linux RAPL through sysfs powercap: CPU package (and DRAM) energy counters."""
-    return RaplMeter(root, reader).status()
-
-
 def default_meters(nvml: ModuleType | None = None, rapl_root: Path | str = RAPL_ROOT,
-                   rapl_reader: Callable[[Path], str] | None = None) -> list:
+                   rapl_reader: Callable[[Path], str] | None = None) -> list[Meter]:
     """The meters in fallback order: NVML, RAPL, the model (wall time is always added)."""
     return [NvmlMeter(nvml=nvml), RaplMeter(rapl_root, rapl_reader), ModelMeter()]
 
@@ -558,10 +610,7 @@ def sensor_status(nvml: ModuleType | None = None, rapl_root: Path | str = RAPL_R
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_count(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+_check_count = checks.positive_int  # labkit/widgets/energy.py still calls this name (IO is splitting that file)
 
 
 @dataclass(frozen=True)
@@ -663,15 +712,16 @@ def _sync() -> None:
 class Session:
     """What ``with measure(...) as m`` gives you: call ``m.run(fn)``, then read ``m.report``."""
 
-    def __init__(self, items: int, min_window_s: float | None, idle_s: float, meters: Sequence,
+    def __init__(self, items: int, min_window_s: float | None, idle_s: float, meters: Sequence[Meter],
                  max_repeats: int):
         self.items, self.idle_s, self.max_repeats = items, idle_s, max_repeats
         self.statuses = [m.status() for m in meters]
-        self.sensors = [m for m, s in zip(meters, self.statuses) if s.available and hasattr(m, "start")]
-        self.model = next((m for m, s in zip(meters, self.statuses) if s.available and isinstance(m, ModelMeter)), None)
+        self.sensors = [m for m, s in zip(meters, self.statuses, strict=True) if s.available]
+        # The model meter is the one meter that needs the work itself (count_work(fn)), not just a window.
+        self.model = next((m for m in self.sensors if isinstance(m, ModelMeter)), None)
         self.unavailable = tuple(s for s in self.statuses if not s.available)
-        periods = [_period(m) for m in self.sensors]
-        auto = max([WINDOWS_PER_PERIOD * p for p in periods if p] + [0.2])
+        periods = [m.period_s for m in self.sensors if m.period_s]
+        auto = max([WINDOWS_PER_PERIOD * p for p in periods] + [0.2])
         self.min_window_s = auto if min_window_s is None else min_window_s
         self.report: EnergyReport | None = None
         self._idle_watts: dict[str, float] = {}
@@ -689,7 +739,7 @@ class Session:
         t0 = time.perf_counter()
         time.sleep(self.idle_s)
         seconds = time.perf_counter() - t0
-        for m, st in zip(self.sensors, states):
+        for m, st in zip(self.sensors, states, strict=True):
             for r in m.stop(st):
                 if r.kind != "estimated":
                     self._idle_watts[r.source] = r.value / seconds
@@ -701,11 +751,12 @@ class Session:
         self._t0 = time.perf_counter()
         return states
 
-    def _end(self, states: list, repeats: int, extra: Sequence[Reading] = (), warnings: Sequence[str] = ()) -> EnergyReport:
+    def _end(self, states: list, repeats: int, extra: Sequence[Reading] = (),
+             warnings: Sequence[str] = ()) -> EnergyReport:
         _sync()
         wall = time.perf_counter() - self._t0
         readings: list[Reading] = []
-        for m, st in zip(self.sensors, states):
+        for m, st in zip(self.sensors, states, strict=True):
             readings += m.stop(st)
         warnings = list(warnings)
         for r in list(readings):
@@ -736,10 +787,9 @@ class Session:
         """
         if not callable(fn):
             raise TypeError(f"fn must be a function taking no arguments, got {type(fn).__name__}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+        warmup = checks.nonneg_int("warmup", warmup)
         if self._body_state is not None:  # discard the window opened at `with`
-            for m, st in zip(self.sensors, self._body_state):
+            for m, st in zip(self.sensors, self._body_state, strict=True):
                 m.stop(st)
             self._body_state = None
         counts = count_work(fn) if self.model is not None else None
@@ -754,7 +804,7 @@ class Session:
             repeats += batch
             _sync()
             elapsed = time.perf_counter() - self._t0
-            for m, st in zip(self.sensors, states):
+            for m, st in zip(self.sensors, states, strict=True):
                 m.poll(st)
             if elapsed >= self.min_window_s or repeats >= self.max_repeats:
                 break
@@ -781,14 +831,6 @@ class Session:
         self.report = self._end(states, 1, (), warnings)
 
 
-def _period(meter) -> float | None:
-    if isinstance(meter, NvmlMeter):
-        return NVML_COUNTER_PERIOD_S
-    if isinstance(meter, RaplMeter):
-        return RAPL_PERIOD_S
-    return None
-
-
 @contextmanager
 def measure(items: int = 1, *, min_window_s: float | None = None, idle_s: float = 0.0,
             meters: Sequence | None = None, max_repeats: int = 100_000) -> Iterator[Session]:
@@ -800,22 +842,27 @@ def measure(items: int = 1, *, min_window_s: float | None = None, idle_s: float 
     *dynamic* reading (idle power x window subtracted) next to each measured total.
     Use ``m.run(fn)`` inside the block to repeat short work; otherwise the block itself is the window.
     """
-    items = _check_count("items", items)
-    if min_window_s is not None and (isinstance(min_window_s, bool) or not isinstance(min_window_s, (int, float))
-                                     or not min_window_s > 0):
+    items = checks.positive_int("items", items)
+    if min_window_s is not None and checks.finite("min_window_s", min_window_s) <= 0:
         raise ValueError(f"min_window_s must be a positive number of seconds (or None for automatic), "
                          f"got {min_window_s!r}")
-    if isinstance(idle_s, bool) or not isinstance(idle_s, (int, float)) or idle_s < 0:
-        raise ValueError(f"idle_s must be a number of seconds >= 0 (0 = no idle subtraction), got {idle_s!r}")
-    max_repeats = _check_count("max_repeats", max_repeats)
-    session = Session(items, min_window_s, float(idle_s), list(meters) if meters is not None else default_meters(),
+    # Checked here, up front: NaN or inf would otherwise fail later, inside time.sleep.
+    idle_s = checks.finite("idle_s", idle_s, low=0.0)  # seconds; 0 = no idle subtraction
+    max_repeats = checks.positive_int("max_repeats", max_repeats)
+    if meters is not None:
+        if isinstance(meters, (str, bytes)) or not isinstance(meters, Sequence):
+            raise TypeError(f"meters must be a list of meters such as [energy.ModelMeter()], got {meters!r}")
+        bad = [type(m).__name__ for m in meters if not isinstance(m, Meter)]
+        if bad:
+            raise TypeError(f"meters must follow energy.Meter (name, period_s, status, start, poll, stop); got {bad}")
+    session = Session(items, min_window_s, idle_s, list(meters) if meters is not None else default_meters(),
                       max_repeats)
     session._start_body()
     try:
         yield session
     except BaseException:
         if session._body_state is not None:
-            for m, st in zip(session.sensors, session._body_state):
+            for m, st in zip(session.sensors, session._body_state, strict=True):
                 m.stop(st)
         raise
     session._finish_body()
