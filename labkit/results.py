@@ -35,6 +35,11 @@ from typing import Any
 #: of this checkout, or ``$LABKIT_RESULTS`` (for an installed, non-editable copy of labkit).
 RESULTS_DIR = Path(os.environ.get("LABKIT_RESULTS", Path(__file__).resolve().parent.parent / "benchmarks" / "results"))
 
+#: PyTorch's own sparse paths measured on one NVIDIA H200 (2026-11-28) by ``benchmarks/pytorch_baselines.py``:
+#: timings (sections dense, bsr, 2:4, csr, moe) and NVML joules (section energy). It cannot be re-measured
+#: without that GPU, so it is committed; notebooks 03 and 05 read it.
+PYTORCH_BASELINES = RESULTS_DIR / "pytorch_baselines_h200_2026-11-28.json"
+
 #: Fields every envelope has, and their types.
 ENVELOPE = {"schema": str, "script": str, "command": str, "date": str, "machine": str, "versions": dict,
             "rows": list}
@@ -300,3 +305,16 @@ def write(name: str | Path, rows: Sequence[Mapping], *, script: str, schema: str
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def one(rows: Sequence[Mapping], **fields) -> dict:
+    """The one row whose fields equal ``fields``; a missing or doubled row is an error, never a wrong number."""
+    sel = [r for r in rows if all(r.get(k) == v for k, v in fields.items())]
+    if len(sel) != 1:
+        raise ValueError(f"expected exactly one row with {fields}, found {len(sel)}")
+    return dict(sel[0])
+
+
+def pytorch_baselines(path: Path | str = PYTORCH_BASELINES) -> list[dict]:
+    """The rows of the committed PyTorch-baseline file (:data:`PYTORCH_BASELINES`), checked."""
+    return read(path, "pytorch_baselines")["rows"]

@@ -1,0 +1,11 @@
+"""Everything that trains or measures for a notebook, in one place.
+
+A notebook (or a ``benchmarks/`` script, a thin command-line wrapper) calls an experiment, gets rows
+of plain data back, hands them to :mod:`labkit.figures` to draw and, for a committed result, to
+:func:`labkit.results.write`. Widgets never train: they look up what an experiment precomputed.
+
+* :mod:`labkit.experiments.energy_zoo`: the digit classifiers of notebook 05 and their energy rows.
+* :mod:`labkit.experiments.kernel_timings`: live GPU timings of the lab's kernels and the committed ones.
+* :mod:`labkit.experiments.pruning_sweep`, :mod:`labkit.experiments.pruning_explorer`: notebooks 01-02.
+* :mod:`labkit.experiments.llm_energy`: notebook 06.
+"""

@@ -1,0 +1,116 @@
+"""Timings of the lab's sparse kernels for notebook 03: live on a GPU, or the committed ones.
+
+* :func:`kernel_row`: one timing row in the ``kernels`` results schema (shared with ``benchmarks/kernels.py``).
+* :func:`live_gpu_rows`: time dense ``F.linear``, the lab's ``bsr_linear`` and torch's ``bsr_dense_mm`` now.
+* :func:`lab_results_files`: committed ``benchmarks/kernels.py`` runs on a GPU, newest first.
+* :func:`gpu_curves`: the notebook's GPU figure and where its numbers come from.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import plotly.graph_objects as go
+import torch
+import torch.nn.functional as F
+
+from labkit import formats, results
+from labkit.figures import kernels as kernel_figures
+from labkit.kernels import runtime as rt
+from labkit.kernels.bsr_linear import bsr_linear
+
+#: The fields of a row, in order (the ``kernels`` schema of :mod:`labkit.results`).
+COLUMNS = ("kernel", "M", "N", "K", "dtype", "density", "block", "ms", "dense_ms", "baseline", "baseline_ms",
+           "speedup_vs_dense", "speedup_vs_baseline")
+
+
+def kernel_row(kernel: str, m: int, n: int, k: int, dtype: str, density: float, block: int | None,
+               ms: float | None, dense_ms: float, baseline: str | None = None, baseline_ms: float | None = None
+               ) -> dict:
+    """One timing row: the case, its times in ms (None: the path failed), and the speed-ups they give."""
+    row = {"kernel": kernel, "M": m, "N": n, "K": k, "dtype": dtype, "density": density, "block": block,
+           "ms": None if ms is None else round(ms, 5), "dense_ms": round(dense_ms, 5), "baseline": baseline,
+           "baseline_ms": None if baseline_ms is None else round(baseline_ms, 5),
+           "speedup_vs_dense": None if not ms else round(dense_ms / ms, 3),
+           "speedup_vs_baseline": None if not (ms and baseline_ms) else round(baseline_ms / ms, 3)}
+    assert tuple(row) == COLUMNS
+    return row
+
+
+def live_gpu_rows(n: int = 4096, k: int = 4096, tokens=(16, 4096), densities=(0.5, 0.25, 0.1, 0.05), block: int = 64,
+                  dtype: torch.dtype = torch.bfloat16, device: str = "cuda", timer=None) -> list[dict]:
+    """Time dense ``F.linear``, the lab's ``bsr_linear`` and (on a GPU) torch's ``bsr_dense_mm`` here and now.
+
+    Rows are :func:`kernel_row` rows. ``timer(fn) -> ms`` defaults to ``triton.testing.do_bench`` on a
+    GPU and :func:`labkit.utils.median_time` elsewhere.
+    """
+    from labkit.kernels.patterns import block_sparse
+
+    formats.check_block(block)
+    if timer is None:
+        if device == "cuda":
+            from triton.testing import do_bench
+
+            def timer(fn):
+                return do_bench(fn, warmup=10, rep=40, return_mode="median")
+        else:
+            from labkit.utils import median_time
+
+            def timer(fn):
+                return median_time(fn, repeats=1, warmup=0) * 1e3
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for m in tokens:
+        x = torch.randn(m, k, generator=gen).to(device, dtype)
+        xt = x.t().contiguous()
+        for d in densities:
+            w = block_sparse(n, k, block, d, gen).to(device, dtype)
+            wb = w.to_sparse_bsr((block, block))
+            dense_ms = timer(lambda x=x, w=w: F.linear(x, w))
+            ms = timer(lambda x=x, wb=wb: bsr_linear(x, wb))
+            base = None
+            if device == "cuda":
+                from torch.sparse._triton_ops import bsr_dense_mm
+                base = timer(lambda xt=xt, wb=wb: bsr_dense_mm(wb, xt))
+            rows.append(kernel_row("bsr", m, n, k, str(dtype)[6:], d, block, ms, dense_ms,
+                                   "torch.sparse._triton_ops.bsr_dense_mm", base))
+    return rows
+
+
+def lab_results_files(results_dir: Path | str | None = None) -> list[Path]:
+    """Committed ``benchmarks/kernels.py`` results (full runs on a GPU, not smoke runs), newest date first."""
+    found = []
+    for p in sorted(Path(results_dir or results.RESULTS_DIR).glob("*.json")):
+        try:
+            schema = json.loads(p.read_text()).get("schema")
+        except (OSError, ValueError, AttributeError):
+            continue  # not a results envelope of any kind: not ours to judge
+        if schema == "kernels":
+            data = results.read(p, "kernels")  # a damaged kernels file is an error, not skipped
+            if not data["smoke"]:
+                found.append((data["date"], p))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def gpu_curves() -> tuple[go.Figure, str]:
+    """The notebook's GPU figure and a sentence saying where its numbers come from.
+
+    Live measurements when a GPU is present; else the newest committed ``benchmarks/kernels.py``
+    result; else PyTorch's own paths measured on an H200, saying the lab's kernels are not timed yet.
+    """
+    if torch.cuda.is_available() and not rt.interpreting():
+        name = torch.cuda.get_device_name()
+        result = {"gpu": name, "date": dt.date.today().isoformat(), "rows": live_gpu_rows()}
+        return kernel_figures.lab_results_figure(result, n=4096, k=4096), f"Measured live on this machine's {name}."
+    files = lab_results_files()
+    if files:
+        result = results.read(files[0], "kernels")
+        versions = result["versions"]
+        return (kernel_figures.lab_results_figure(result),
+                f"Measured by benchmarks/kernels.py on {result['gpu']} on {result['date']} "
+                f"(file {files[0].name}; torch {versions.get('torch')}, triton {versions.get('triton')}).")
+    return (kernel_figures.pytorch_baselines_figure(),
+            "No GPU here, and the lab's own kernels have not been timed on a GPU yet (no benchmarks/kernels.py "
+            f"results file). Shown instead: PyTorch's own sparse paths, measured on an NVIDIA H200 on 2026-11-28 "
+            f"by benchmarks/pytorch_baselines.py ({results.PYTORCH_BASELINES.name}).")
