@@ -78,7 +78,12 @@ def sweep_cases(rows: Sequence[Mapping]) -> list[dict]:
         if missing:
             raise ValueError(f"sweep row {row.get('method')!r} {row.get('pattern')!r} lacks {missing}: rerun "
                              "`python benchmarks/llm_prune_sweep.py`")
-        label = "dense" if row["method"] == "dense" else f"{row['method']} {row['pattern']} {100 * row['sparsity']:g}%"
+        if row["method"] == "dense":
+            label = "dense"
+        elif "ffn_keep" in row:  # structured: named by the share of FFN channels kept
+            label = f"{row['method']}, {100 * row['ffn_keep']:g}% FFN kept"
+        else:
+            label = f"{row['method']} {row['pattern']} {100 * row['sparsity']:g}%"
         cases.append({"label": label, "decode_tokens_per_s": row["decode_tokens_per_s"],
                       "weights_read": row["parameters"], "weight_bytes": row["bytes"]["dense_fp32"]})
         if row.get("csr_decode_tokens_per_s"):
