@@ -45,12 +45,12 @@ def check_wanda_score(answer) -> bool:
                                                   f"got {tuple(got.shape)}. Hint: x.pow(2).sum(dim=0) has one entry "
                                                   "per input feature; multiply it along the columns of |W|.")
         want = _wanda_reference(weight, x)
-        if torch.allclose(got, weight.abs() * x.pow(2).sum(dim=0), rtol=1e-4):
-            raise AssertionError(f"{name}: that is |W| times the *squared* norm. Hint: take the square root, "
-                                 "||X_j||_2 = sqrt(sum over tokens of x_tj^2).")
-        if out_f == in_f and torch.allclose(got, weight.abs() * x.pow(2).sum(dim=0).sqrt()[:, None], rtol=1e-4):
-            raise AssertionError(f"{name}: the norms scale the rows. Hint: feature j meets column j of W "
-                                 "(y = x @ W.T), so the norm vector must broadcast along the last axis.")
+        squared = weight.abs() * x.pow(2).sum(dim=0)
+        expect(not torch.allclose(got, squared, rtol=1e-4), f"{name}: that is |W| times the *squared* norm. Hint: "
+                                                            "take the square root, ||X_j||_2 = sqrt(sum_t x_tj^2).")
+        by_rows = out_f == in_f and torch.allclose(got, weight.abs() * x.norm(dim=0)[:, None], rtol=1e-4)
+        expect(not by_rows, f"{name}: the norms scale the rows. Hint: feature j meets column j of W "
+                            "(y = x @ W.T), so the norm vector must broadcast along the last axis.")
         expect(not torch.allclose(got, weight.abs()), f"{name}: that is plain magnitude |W|. Hint: multiply by the "
                                                      "norm of each input feature over the calibration tokens.")
         expect(torch.allclose(got, want, rtol=1e-4, atol=1e-6),
@@ -60,13 +60,20 @@ def check_wanda_score(answer) -> bool:
                         "its small weights, which magnitude pruning would have removed.")
 
 
-def check_model_sparsity(answer) -> bool:
-    """Exercise 6.2: the share of *all* SmolLM2-135M parameters removed when 50% of the block matrices are."""
-    name = "Exercise 6.2 (whole-model sparsity)"
+def _number(answer: object, name: str, example: str) -> bool:
+    """False while unanswered; raises with a hint unless ``answer`` is a plain number; True otherwise."""
     if unanswered(answer, name):
         return False
     expect(isinstance(answer, (int, float)) and not isinstance(answer, bool),
-           f"{name}: answer with a fraction such as 0.25, got {type(answer).__name__}")
+           f"{name}: answer with {example}, got {type(answer).__name__}")
+    return True
+
+
+def check_model_sparsity(answer) -> bool:
+    """Exercise 6.2: the share of *all* SmolLM2-135M parameters removed when 50% of the block matrices are."""
+    name = "Exercise 6.2 (whole-model sparsity)"
+    if not _number(answer, name, "a fraction such as 0.25"):
+        return False
     want = 0.5 * BLOCK_PARAMS / TOTAL_PARAMS
     expect(0.0 <= answer < 1.0, f"{name}: a sparsity is a fraction in [0, 1), got {answer}")
     expect(abs(answer - 0.5) > 0.01, f"{name}: 50% is the share of the block matrices, not of the model. Hint: "
@@ -81,10 +88,8 @@ def check_model_sparsity(answer) -> bool:
 def check_decode_cap(answer) -> bool:
     """Exercise 6.3: the largest decode speed-up pruning the blocks can give, if decode time is weight reading."""
     name = "Exercise 6.3 (what caps the decode speed-up?)"
-    if unanswered(answer, name):
+    if not _number(answer, name, "a speed-up factor such as 2.0"):
         return False
-    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool),
-           f"{name}: answer with a speed-up factor such as 2.0, got {type(answer).__name__}")
     want = (BLOCK_PARAMS + HEAD_PARAMS) / HEAD_PARAMS
     expect(answer > 1.0, f"{name}: a speed-up is a factor above 1, got {answer}")
     expect(abs(answer - want) / want <= 0.05,
