@@ -200,10 +200,10 @@ def _no_training(monkeypatch):
 
 
 def test_energy_zoo_loads_from_cache(fresh_cache, monkeypatch):
-    from labkit.widgets import energy
+    from labkit.experiments import energy_zoo
 
     _no_training(monkeypatch)
-    a, b = _second_call_loads(monkeypatch, lambda: energy.model_zoo(finetune_epochs=1))
+    a, b = _second_call_loads(monkeypatch, lambda: energy_zoo.model_zoo(finetune_epochs=1))
     assert list(a) == list(b)
     for name in a:
         for x, y in zip(a[name].model.state_dict().values(), b[name].model.state_dict().values(), strict=True):

@@ -1,4 +1,4 @@
-"""The energy notebook's zoo rows, Pareto chart, energy labels and deployment calculator."""
+"""Notebook 05: the zoo's energy rows (experiments), Pareto chart and labels (figures), the deployment calculator."""
 from __future__ import annotations
 
 import time
@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from labkit import carbon, data
+from labkit.experiments import energy_zoo as ez
+from labkit.figures import energy as fe
 from labkit.models import MLP, MoEClassifier
 from labkit.widgets import energy as we
 
@@ -15,10 +17,10 @@ from labkit.widgets import energy as we
 def rows():
     ds = data.digits(0, flat=True)
     dense, small = MLP(seed=0), MLP(hidden=(64, 32), seed=0)
-    zoo = {"dense": we.ZooModel("dense", "MLP 64-256-128-10", dense, [(dense, 3)]),
-           "structured": we.ZooModel("structured", "MLP 64-64-32-10", small, [(dense, 3), (small, 2)]),
-           "moe": we.ZooModel("moe", "4 experts", MoEClassifier(seed=0), [(MoEClassifier(seed=0), 3)])}
-    return we.energy_rows(zoo, ds.test, ds.train, batch_sizes=(1, 8))
+    zoo = {"dense": ez.ZooModel("dense", "MLP 64-256-128-10", dense, [(dense, 3)]),
+           "structured": ez.ZooModel("structured", "MLP 64-64-32-10", small, [(dense, 3), (small, 2)]),
+           "moe": ez.ZooModel("moe", "4 experts", MoEClassifier(seed=0), [(MoEClassifier(seed=0), 3)])}
+    return ez.energy_rows(zoo, ds.test, ds.train, batch_sizes=(1, 8))
 
 
 def test_rows_are_estimated_and_ordered_by_work(rows):
@@ -35,34 +37,34 @@ def test_rows_are_estimated_and_ordered_by_work(rows):
 def test_energy_rows_bad_input():
     ds = data.digits(0, flat=True)
     with pytest.raises(ValueError, match="zoo is empty"):
-        we.energy_rows({}, ds.test, ds.train)
+        ez.energy_rows({}, ds.test, ds.train)
     m = MLP(seed=0)
     with pytest.raises(ValueError, match="larger than the test split"):
-        we.energy_rows({"d": we.ZooModel("d", "", m, [(m, 1)])}, ds.test, ds.train, batch_sizes=(10_000,))
+        ez.energy_rows({"d": ez.ZooModel("d", "", m, [(m, 1)])}, ds.test, ds.train, batch_sizes=(10_000,))
 
 
 def test_pareto_front():
     pts = [(1.0, 90.0), (2.0, 95.0), (3.0, 94.0), (0.5, 80.0), (2.0, 90.0)]
-    assert we.pareto_front(pts) == [3, 0, 1]
+    assert fe.pareto_front(pts) == [3, 0, 1]
 
 
 def test_pareto_figure_and_labels(rows):
-    fig = we.pareto_figure(rows, batch=1)
+    fig = fe.pareto_figure(rows, batch=1)
     names = [t.name for t in fig.data]
     assert names[0] == "Pareto front" and set(names[1:]) == {"dense", "structured", "moe"}
     assert "ESTIMATED" in fig.layout.xaxis.title.text and fig.layout.xaxis.type == "log"
     with pytest.raises(ValueError, match="j_per_inference_b64"):
-        we.pareto_figure(rows, batch=64)
-    cards = we.energy_labels(rows, "dense", batch=1)
+        fe.pareto_figure(rows, batch=64)
+    cards = fe.energy_labels(rows, "dense", batch=1)
     assert cards.count("ESTIMATED") == 3 and "1.00x dense" in cards
     with pytest.raises(ValueError, match="reference must be one of"):
-        we.energy_labels(rows, "sparse")
+        fe.energy_labels(rows, "sparse")
 
 
 def test_grade():
-    assert [we.grade(r) for r in (0.1, 0.4, 0.7, 1.0, 3.0)] == ["A", "B", "C", "D", "E"]
+    assert [fe.grade(r) for r in (0.1, 0.4, 0.7, 1.0, 3.0)] == ["A", "B", "C", "D", "E"]
     with pytest.raises(ValueError, match="ratio"):
-        we.grade(-1.0)
+        fe.grade(-1.0)
 
 
 def test_deployment_calculator_driven_from_python():
@@ -112,17 +114,36 @@ def test_moe_classifier_shapes_and_active_parameters():
 
 
 def test_gpu_energy_summary_labels_baselines_and_missing_lab_measurements(tmp_path):
-    baselines = [{"section": "energy", "case": "dense", "joules_per_op": 1.2, "avg_watts": 700.0},
-                 {"section": "energy", "case": "bsr", "joules_per_op": 0.4, "avg_watts": 650.0}]
-    text = we.gpu_energy_summary(results={}, baselines=baselines)
+    baselines = [{"section": "energy", "label": "dense", "joules_per_op": 1.2, "avg_watts": 700.0},
+                 {"section": "energy", "label": "bsr", "joules_per_op": 0.4, "avg_watts": 650.0}]
+    text = fe.gpu_energy_summary(results={}, baselines=baselines)
     assert "MEASURED" in text and "3.0x fewer joules" in text and "not the lab's" in text
     assert "no measured GPU joules yet" in text
     lab = {"energy_gpu.json": {"script": "benchmarks/energy.py", "gpu": "GPU X", "date": "2026-01-01",
-                               "rows": [{"tokens": 16, "case": "lab bsr", "joules_per_call": 0.1, "kind": "measured",
+                               "rows": [{"M": 16, "label": "lab bsr", "joules_per_call": 0.1, "kind": "measured",
                                          "scope": "GPU board", "energy_ratio_vs_dense": 7.0}]}}
-    text = we.gpu_energy_summary(results=lab, baselines=[])
+    text = fe.gpu_energy_summary(results=lab, baselines=[])
     assert "MEASURED by benchmarks/energy.py on GPU X" in text and "7.00x fewer joules" in text
     assert "no measured GPU joules yet" not in text
     # The committed baseline file holds exactly the two energy rows PyTorch measured.
-    assert [r["case"] for r in we.pytorch_baseline_energy()] == ["dense 8192^3 bf16", "torch bsr_dense_mm density 0.1 bs64"]
-    assert we.pytorch_baseline_energy(tmp_path / "missing.json") == []
+    energy_rows = fe.pytorch_baseline_energy()
+    assert [r["label"] for r in energy_rows] == ["dense 8192^3 bf16", "torch bsr_dense_mm density 0.1 bs64"]
+    assert [(r["op"], r["density"], r["block"]) for r in energy_rows] == [("matmul", 1.0, None),
+                                                                          ("bsr_dense_mm", 0.1, 64)]
+    assert fe.pytorch_baseline_energy(tmp_path / "missing.json") == []
+
+
+def test_rows_table_and_batching_use_structured_batch_sizes(rows):
+    table = fe.rows_table(rows)
+    assert "J/inf b1" in table and "J/inf b8" in table and table.count("\n") == len(rows)
+    assert all(r["batch_sizes"] == [1, 8] for r in rows)
+    fig = fe.batching_figure((1, 8), {"a": [2.0, 1.0]})
+    assert list(fig.data[0].y) == [2.0, 1.0]
+    with pytest.raises(ValueError, match="2 batch sizes"):
+        fe.batching_figure((1, 8), {"a": [1.0]})
+
+
+def test_notebook_aliases_resolve():
+    assert we.model_zoo is ez.model_zoo and we.rows_table is fe.rows_table
+    with pytest.raises(AttributeError):
+        we.no_such_name  # noqa: B018
