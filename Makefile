@@ -17,7 +17,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 
-.PHONY: lab test notebooks doctor benchmark clean venv docs
+.PHONY: lab test lint notebooks doctor benchmark clean venv docs
 
 $(VENV)/.lab-installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,10 +43,18 @@ lab: $(VENV)/.lab-installed
 	$(PY) -m jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
 		--ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
-test: $(VENV)/.test-installed
+# make test runs make lint first: a lint finding fails the test command before any test runs.
+test: $(VENV)/.test-installed lint
 	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: check testpaths in pyproject.toml"; fi; \
 	exit $$rc
+
+# Style (ruff: E, F, I, B, UP), types (mypy on labkit and kernels) and the layer rule of CONTRIBUTING.md
+# (import-linter contracts); all three are configured in pyproject.toml.
+lint: $(VENV)/.test-installed
+	$(PY) -m ruff check labkit kernels benchmarks scripts tests
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 notebooks: $(VENV)/.test-installed
 	$(PY) scripts/run_notebooks.py $(NB)

@@ -11,7 +11,8 @@ sparsity:
 * ``csr_ms`` - ``torch``'s sparse CSR matmul, which skips the zeros but pays for index lookups and
   irregular memory access, so it only wins at high sparsity.
 
-:func:`crossover` finds the sparsity from which a path beats dense; :func:`latency_figure` plots it.
+:func:`crossover` finds the sparsity from which a path beats dense; :func:`labkit.figures.latency.latency_figure`
+plots it.
 Timings depend on the machine and on what else it is doing: always re-measure. To stay honest on
 a busy laptop, :func:`interleaved_times` samples the paths in turn (a burst of load from another
 program then slows every path a little, not one path a lot), each row reports the median and the
@@ -27,12 +28,10 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
 from labkit import checks
-from labkit.plots import rounded, style
 
 #: Relative spread (IQR / median) above which the timings are called noisy: the machine was busy.
 BUSY_SPREAD = 0.25
@@ -43,8 +42,6 @@ class BusyMachineWarning(UserWarning):
 
 #: The keys of each row :func:`cpu_linear_latency` returns, and the paths it times.
 PATHS = ("dense_ms", "masked_ms", "structured_ms", "csr_ms")
-_LABELS = {"dense_ms": "dense", "masked_ms": "masked (zeros kept)", "structured_ms": "structured (smaller dense)",
-           "csr_ms": "torch CSR"}
 
 
 def cpu_linear_latency(out_features: int = 1024, in_features: int = 1024, tokens: int = 64,
@@ -146,7 +143,8 @@ def _paths(x: torch.Tensor, weight: torch.Tensor, masked: torch.Tensor, small: t
     }
 
 
-def _check_rows(rows: Sequence[dict], key: str) -> None:
+def check_rows(rows: Sequence[dict], key: str) -> None:
+    """Raise a clear error unless ``rows`` came from :func:`cpu_linear_latency` and ``key`` is in :data:`PATHS`."""
     if not isinstance(rows, Sequence) or not rows or not all(isinstance(r, dict) for r in rows):
         raise TypeError("rows must be the non-empty list of dicts that cpu_linear_latency returns")
     checks.choice("key", key, PATHS)
@@ -164,7 +162,7 @@ def crossover(rows: Sequence[dict], key: str = "csr_ms", margin: float = 0.1) ->
     ``None`` if the path does not beat dense at the highest sparsity measured.
     Requiring it to *stay* faster keeps one lucky timing from declaring a crossover.
     """
-    _check_rows(rows, key)
+    check_rows(rows, key)
     margin = checks.fraction("margin", margin)
     # Sparsity 0 is the baseline itself (the "structured" layer is the dense one), never a crossover.
     ordered = sorted((r for r in rows if r["sparsity"] > 0), key=lambda r: r["sparsity"])
@@ -179,32 +177,15 @@ def crossover(rows: Sequence[dict], key: str = "csr_ms", margin: float = 0.1) ->
     return found
 
 
-def latency_figure(rows: Sequence[dict], title: str | None = "Linear layer latency on this CPU") -> go.Figure:
-    """Milliseconds against sparsity for every path, log scale, crossover of CSR marked when there is one."""
-    _check_rows(rows, "csr_ms")
-    ordered = sorted(rows, key=lambda r: r["sparsity"])
-    xs = rounded([100 * r["sparsity"] for r in ordered], 1)
-    fig = go.Figure()
-    for key in PATHS:
-        if key in ordered[0]:
-            iqr = key.replace("_ms", "_iqr_ms")
-            error = {"array": rounded([r[iqr] / 2 for r in ordered], 3)} if iqr in ordered[0] else None
-            fig.add_trace(go.Scatter(x=xs, y=rounded([r[key] for r in ordered], 3), mode="lines+markers",
-                                     error_y=error, name=_LABELS[key]))
-    cross = crossover(ordered, "csr_ms")
-    if cross is not None:
-        fig.add_vline(x=round(100 * cross, 1), line_dash="dot", line_color="grey",
-                      annotation_text=f"CSR wins from {100 * cross:g}%")
-    fig.update_xaxes(title="sparsity (%)")
-    fig.update_yaxes(title="milliseconds, median ± IQR/2 (log scale)", type="log")
-    return style(fig, title)
-
-
 def speedup_table(rows: Sequence[dict]) -> list[dict]:
     """Each path's speed-up over dense (``dense_ms / path_ms``) per sparsity, rounded to 2 decimals."""
-    _check_rows(rows, "csr_ms")
+    check_rows(rows, "csr_ms")
     def ratio(r: dict, k: str) -> float:
         return round(r["dense_ms"] / r[k], 2) if r[k] > 0 else math.inf
 
     return [{"sparsity": r["sparsity"], **{k.replace("_ms", ""): ratio(r, k) for k in PATHS if k != "dense_ms"}}
             for r in rows]
+
+
+# The figure moved to labkit.figures.latency (figures live in labkit.figures).
+from labkit.figures.latency import latency_figure  # noqa: E402,F401  notebook alias: remove at merge
