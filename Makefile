@@ -1,7 +1,8 @@
 # Sparse Models Lab. Two commands on a fresh clone:
 #   make lab    set up .venv/ and open JupyterLab on notebooks/ (rooted at the repository; 127.0.0.1, token required)
 #   make test   set up .venv/ and run every test: unit, notebooks (nbval), hygiene, browser
-# Also: make notebooks (re-execute notebooks in place), make doctor, make benchmark, make clean.
+# Also: make notebooks (re-execute notebooks in place), make doctor, make benchmark, make clean,
+#   make test-other-cpu / make test-no-triton (the notebooks as another CPU / without Triton; CI runs both).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -17,7 +18,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 
-.PHONY: lab test lint notebooks doctor benchmark clean venv docs
+.PHONY: lab test lint test-other-cpu test-no-triton notebooks doctor benchmark clean venv docs
 
 $(VENV)/.lab-installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +56,23 @@ lint: $(VENV)/.test-installed
 	$(PY) -m ruff check labkit kernels benchmarks scripts tests
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
+
+# The notebooks again, as a different learner's machine would run them (issue 11): a cold cache, 1 torch
+# thread instead of 2 (LABKIT_THREADS, honoured by labkit.utils.reproducible), and ATen, oneDNN and MKL
+# (torch's fp32 GEMMs) limited to older instruction sets. Trained numbers then differ in the last digits
+# (tests/test_second_cpu.py shows it), so only what is the same on every CPU may be compared.
+OTHER_CPU_ENV := LABKIT_THREADS=1 OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_INSTRUCTIONS=SSE4_2
+NOTEBOOK_TESTS := -q -p no:cacheprovider notebooks/*.ipynb
+
+test-other-cpu: $(VENV)/.test-installed
+	@cache=$$(mktemp -d); rc=0; \
+	env LABKIT_CACHE=$$cache $(OTHER_CPU_ENV) $(PY) -m pytest $(NOTEBOOK_TESTS) $(PYTEST_ARGS) || rc=$$?; \
+	rm -rf $$cache; exit $$rc
+
+# The notebooks once more where `import triton` fails (as on macOS and Windows): tests/no_triton/triton
+# raises ImportError and comes first on PYTHONPATH, which the notebook kernels inherit.
+test-no-triton: $(VENV)/.test-installed
+	PYTHONPATH=$(CURDIR)/tests/no_triton$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m pytest $(NOTEBOOK_TESTS) $(PYTEST_ARGS)
 
 notebooks: $(VENV)/.test-installed
 	$(PY) scripts/run_notebooks.py $(NB)
