@@ -11,8 +11,9 @@ holds the headline cases:
 Every row: perplexity on the evaluation text (first 60 Python help topics, 4 x 256 tokens), seconds to
 prune (calibration: 32 x 128 tokens of other topics), bytes per storage format, speed of the model *as
 pruned* (masked weights run through the ordinary dense kernels: ``runs_as = "dense"``; structured:
-a smaller dense model), and the greedy answer to a fixed prompt. Unstructured rows at 50% and 90%
-also run through torch's CSR kernels (``labkit.sparse.sparsify(model, "csr")``): ``csr_*_tokens_per_s``.
+a smaller dense model), and the greedy answer to a fixed prompt. SparseGPT's unstructured rows at 50%
+and 90% also run through torch's CSR kernels (``labkit.sparse.sparsify(model, "csr")``):
+``csr_*_tokens_per_s`` (``None`` in the other rows; CSR speed depends on the density, not on the method).
 2:4 rows run at dense speed on a CPU: PyTorch's 2:4 kernels are CUDA-only.
 
 Timings depend on the machine and its load; each row records the 1-minute load average.
@@ -42,6 +43,7 @@ from labkit.sparse import sparsify  # noqa: E402
 PROMPT = "What is the capital of France?"
 SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 CSR_SPARSITIES = (0.5, 0.9)
+CSR_METHODS = ("sparsegpt",)
 FFN_KEEP = (0.75, 0.5, 0.25)
 UNSTRUCTURED = ("magnitude", "wanda", "sparsegpt", "magnitude_global")
 NM = ("magnitude", "wanda", "sparsegpt")
@@ -91,7 +93,7 @@ def run_case(dense: torch.nn.Module, tokenizer, data: dict, method: str, pattern
     }
     row.update({k: v for k, v in llm.speed(model, tokenizer, **speed_args).items() if k.endswith("_per_s")})
     row["csr_prefill_tokens_per_s"] = row["csr_decode_tokens_per_s"] = None
-    if pattern == "unstructured" and value in CSR_SPARSITIES:
+    if pattern == "unstructured" and value in CSR_SPARSITIES and method in CSR_METHODS:
         sparsify(model, "csr")  # every pruned block matrix -> SparseLinear with torch's CSR product
         csr = llm.speed(model, tokenizer, **speed_args)
         row["csr_prefill_tokens_per_s"] = csr["prefill_tokens_per_s"]
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
               "calibration": f"{len(data['calibration_topics'])} last help topics, 32 x 128 tokens",
               "prompt": PROMPT, "speed": speed_args, "threads": torch.get_num_threads(),
               "sparsity": "share of zeros in the 210 block matrices; the tied embedding / LM head stays dense",
-              "csr": f"unstructured rows at {CSR_SPARSITIES} also timed through torch CSR (labkit.sparse.sparsify)"}
+              "csr": f"{CSR_METHODS} unstructured rows at {CSR_SPARSITIES} also timed through torch CSR "
+                     "(labkit.sparse.sparsify)"}
     rows: list[dict] = []
     path = results.path_of(args.out)
     if args.resume and results.path_of(args.out).exists():
