@@ -18,7 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from labkit.plots import COLORS, rounded, style
+from labkit.figures import COLORS, rounded, style
 
 #: Human names for the sweep's methods and patterns (legends, tables, the explorer).
 METHOD_LABELS = {"dense": "dense", "magnitude": "magnitude (per row)", "magnitude_global": "magnitude (global)",

@@ -17,8 +17,8 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from labkit import results
+from labkit.figures import COLORS, style
 from labkit.figures import llm as figures
-from labkit.plots import COLORS, style
 
 SWEEP_NAME = "llm_prune_cpu"
 #: Fields the explorer reads from every row of the sweep.
