@@ -42,6 +42,8 @@ software-pipelines (the next blocks' loads are in flight while this block's ``tl
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
 
 from labkit import checks
 from labkit.kernels import runtime as rt
@@ -216,25 +218,28 @@ def bsr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
             checked, e.g. built by ``to_sparse_bsr`` and checked once by ``SparseLinear``.
 
     Returns (M, out_features) in ``x``'s dtype. Runs the Triton kernel where
-    :func:`labkit.kernels.runtime.can_launch` says it can, else the plain-torch reference.
+    :func:`labkit.kernels.runtime.can_launch` says it can, else the plain-torch reference. It is
+    the operator ``torch.ops.labkit.bsr_linear``: autograd and ``torch.utils.flop_counter`` see it.
     """
     bs = check_bsr_weight(weight, x, validate)
     n = _out_features(weight, bs, out_features)
     rt.check_bias(bias, x, n)
     split_k = rt.check_split_k(split_k)
-    if not rt.can_launch(x):
-        return bsr_linear_reference(x, weight, bias, out_features=n, validate=False)
+    values = weight.values()
+    return torch.ops.labkit.bsr_linear(x, weight.crow_indices(), weight.col_indices(),
+                                       values if values.is_contiguous() else values.contiguous(), bias, n,
+                                       split_k or 0, True)
 
+
+def _launch(x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
+            n: int, split_k: int | None) -> torch.Tensor:
+    """Launch the Triton kernel on checked inputs (what the operator runs where Triton can)."""
     m, k = x.shape
     if m == 0:
         return x.new_empty((0, n))
-    crow = weight.crow_indices()
-    col = weight.col_indices()
-    values = weight.values()
-    if not values.is_contiguous():
-        values = values.contiguous()
+    bs = values.shape[-1]
     nnzb = values.shape[0]
-    rows = weight.shape[0] // bs
+    rows = crow.numel() - 1
     cast = rt.interpreting() and x.dtype == torch.bfloat16
 
     block_n = bs
@@ -263,6 +268,74 @@ def bsr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     return rt.reduce_split_k(out, bias, x.dtype)
 
 
+def _dense_weight(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """The (n, k) dense weight of BSR arrays (padding cut off)."""
+    bs = values.shape[-1]
+    k_pad = -(-k // bs) * bs
+    shape = ((crow.numel() - 1) * bs, k_pad)
+    return torch.sparse_bsr_tensor(crow, col, values, shape, check_invariants=False).to_dense()[:n, :k]
+
+
+# --------------------------------------------------------------------------------------------
+# As a PyTorch operator: one entry point for the kernel and the torch path, with autograd and
+# a FLOP formula (so torch.utils.flop_counter and labkit.energy.count_work see the kernel's work).
+# --------------------------------------------------------------------------------------------
+@torch.library.custom_op("labkit::bsr_linear", mutates_args=(),
+                         schema="(Tensor x, Tensor crow, Tensor col, Tensor values, Tensor? bias, int out_features, "
+                                "int split_k, bool use_triton) -> Tensor")
+def _bsr_op(x, crow, col, values, bias, out_features, split_k, use_triton):
+    """``use_triton``: the kernel where it can launch; else (or False) the dense product of the stored weight."""
+    if use_triton and rt.can_launch(x):
+        return _launch(x, crow, col, values, bias, out_features, split_k or None)
+    return rt.torch_linear(x, _dense_weight(crow, col, values, out_features, x.shape[1]), bias)
+
+
+@_bsr_op.register_fake
+def _(x, crow, col, values, bias, out_features, split_k, use_triton):
+    return x.new_empty((x.shape[0], out_features))
+
+
+def _bsr_setup(ctx, inputs, output):
+    x, crow, col, values, bias, out_features, _, _ = inputs
+    ctx.save_for_backward(x, crow, col, values)
+    ctx.out_features = out_features
+
+
+def _bsr_backward(ctx, grad):
+    """Both gradients touch only the kept blocks (p: a kept block in block row r, block column c):
+
+    * input:  ``grad_x[:, c] += grad[:, r] @ W_p``   (the transposed block-sparse product)
+    * values: ``grad_W_p = grad[:, r].T @ x[:, c]``  (a dense-dense product sampled at the kept blocks)
+    """
+    x, crow, col, values = ctx.saved_tensors
+    m, k = x.shape
+    bs, rows = values.shape[-1], crow.numel() - 1
+    cols = -(-k // bs)
+    dtype = torch.float32 if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    block_row = torch.repeat_interleave(torch.arange(rows, device=x.device), crow.diff())  # r of each kept block
+    g = F.pad(grad.to(dtype), (0, rows * bs - grad.shape[1])).reshape(m, rows, bs)[:, block_row]  # (m, nnzb, bs)
+    grad_x = grad_values = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        per_block = torch.einsum("mpi,pij->mpj", g, values.to(dtype))
+        grad_x = torch.zeros(m, cols, bs, device=x.device, dtype=dtype).index_add_(1, col, per_block)
+        grad_x = grad_x.reshape(m, cols * bs)[:, :k].to(x.dtype)
+    if ctx.needs_input_grad[3]:
+        xb = F.pad(x.to(dtype), (0, cols * bs - k)).reshape(m, cols, bs)[:, col]  # (m, nnzb, bs)
+        grad_values = torch.einsum("mpi,mpj->pij", g, xb).to(values.dtype)
+    if ctx.needs_input_grad[4]:
+        grad_bias = grad.sum(0)
+    return grad_x, None, None, grad_values, grad_bias, None, None, None
+
+
+_bsr_op.register_autograd(_bsr_backward, setup_context=_bsr_setup)
+
+
+@register_flop_formula(torch.ops.labkit.bsr_linear)
+def _bsr_flops(x_shape, crow_shape, col_shape, values_shape, *args, out_shape=None, **kwargs) -> int:
+    """2 FLOPs (multiply, add) per token and kept weight: ``2 * M * nnzb * bs * bs``."""
+    return 2 * x_shape[0] * values_shape[0] * values_shape[1] * values_shape[2]
+
+
 def bsr_linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                          out_features: int | None = None, validate: bool = True) -> torch.Tensor:
     """Plain torch: densify the weight and call ``F.linear`` (the answer the kernel must match).
@@ -272,11 +345,7 @@ def bsr_linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     bs = check_bsr_weight(weight, x, validate)
     n = _out_features(weight, bs, out_features)
     rt.check_bias(bias, x, n)
-    w = weight.to_dense()[:n, : x.shape[1]]
-    if x.device.type == "cpu" and x.dtype != torch.float32:
-        # CPU half-precision matmul is slow or missing on some builds: compute in fp32
-        return torch.nn.functional.linear(x.float(), w.float(), None if bias is None else bias.float()).to(x.dtype)
-    return torch.nn.functional.linear(x, w, bias)
+    return rt.torch_linear(x, weight.to_dense()[:n, : x.shape[1]], bias)
 
 
 def program_schedule(m: int, n_rows: int, block_m: int = 64, group_m: int = 8) -> list[tuple[int, int]]:

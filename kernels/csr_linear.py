@@ -30,6 +30,7 @@ Why unstructured sparsity pays so late
 from __future__ import annotations
 
 import torch
+from torch.utils.flop_counter import register_flop_formula
 
 from labkit import checks
 from labkit.kernels import runtime as rt
@@ -175,21 +176,97 @@ def csr_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
             rt.check_permutation("order", order, n)
         elif order.dtype != torch.int32 or order.shape != (n,):
             raise ValueError(f"order must be an int32 tensor of {n} row ids from launch_order()")
-    if not rt.can_launch(x):
-        return csr_linear_reference(x, weight, bias, validate=False)
+    values = weight.values()
+    return torch.ops.labkit.csr_linear(x, weight.crow_indices(), weight.col_indices(),
+                                       values if values.is_contiguous() else values.contiguous(), order, bias, True)
+
+
+def _launch(x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, order: torch.Tensor,
+            bias: torch.Tensor | None) -> torch.Tensor:
+    """Launch the Triton kernel on checked inputs (what the operator runs where Triton can)."""
     m, k = x.shape
-    if m == 0 or n == 0:
-        return csr_linear_reference(x, weight, bias, validate=False)  # nothing to launch: empty or all-bias
+    n = crow.numel() - 1
     xt = x.t().contiguous()  # K x M: a gathered input feature is BLOCK_M consecutive values
     yt = torch.empty((n, m), device=x.device, dtype=x.dtype)
     block_m = min(128, rt.next_pow2(m))
-    values = weight.values()
     grid = (n, triton.cdiv(m, block_m))
     rt.launch(lambda pipeline: _csr_tuned[grid](
-        xt, weight.crow_indices(), weight.col_indices(), values, order, bias if bias is not None else x, yt,
+        xt, crow, col, values, order, bias if bias is not None else x, yt,
         m, n, k, values.numel(), xt.stride(0), yt.stride(0), BLOCK_M=block_m, HAS_BIAS=bias is not None,
         CAST_FP32=rt.interpreting() and x.dtype == torch.bfloat16, PIPELINE=pipeline))
-    return yt.view(1, n) if m == 1 else yt.t().contiguous()
+    return yt.t().contiguous()
+
+
+def _low_precision_cpu(t: torch.Tensor) -> bool:
+    """torch's CPU sparse products (MKL) have no fp16/bf16: those are computed in fp32."""
+    return t.device.type == "cpu" and t.dtype in (torch.float16, torch.bfloat16)
+
+
+def _torch_csr_linear(x, crow, col, values, bias):
+    """PyTorch's own CSR product (``torch.sparse.mm``): the honest CPU path, no Triton."""
+    dtype = torch.float32 if _low_precision_cpu(x) else x.dtype
+    w = torch.sparse_csr_tensor(crow, col, values.to(dtype), (crow.numel() - 1, x.shape[1]), check_invariants=False)
+    y = torch.sparse.mm(w, x.to(dtype).t()).t()
+    if bias is not None:
+        y = y + bias.to(dtype)
+    return y.to(x.dtype).contiguous()
+
+
+# --------------------------------------------------------------------------------------------
+# As a PyTorch operator: autograd and a FLOP formula (see bsr_linear.py for the pattern)
+# --------------------------------------------------------------------------------------------
+@torch.library.custom_op("labkit::csr_linear", mutates_args=(),
+                         schema="(Tensor x, Tensor crow, Tensor col, Tensor values, Tensor order, Tensor? bias, "
+                                "bool use_triton) -> Tensor")
+def _csr_op(x, crow, col, values, order, bias, use_triton):
+    """``use_triton``: the kernel where it can launch; else (or False) ``torch.sparse.mm``."""
+    if use_triton and rt.can_launch(x) and x.shape[0] and crow.numel() > 1:
+        return _launch(x, crow, col, values, order, bias)
+    return _torch_csr_linear(x, crow, col, values, bias)
+
+
+@_csr_op.register_fake
+def _(x, crow, col, values, order, bias, use_triton):
+    return x.new_empty((x.shape[0], crow.numel() - 1))
+
+
+def _csr_setup(ctx, inputs, output):
+    x, crow, col, values, _, _, _ = inputs
+    ctx.save_for_backward(x, crow, col, values)
+
+
+def _csr_backward(ctx, grad):
+    """Both gradients touch only the stored nonzeros:
+
+    * input:  ``grad_x = grad @ W``, computed as ``W^T @ grad^T`` with ``W^T`` read as CSC (the same
+      three arrays: a CSR matrix's rows are its transpose's compressed columns);
+    * values: ``grad_W[n, k] = sum_m grad[m, n] x[m, k]`` at the stored ``(n, k)`` only
+      (``torch.sparse.sampled_addmm``, a sampled dense-dense product).
+    """
+    x, crow, col, values = ctx.saved_tensors
+    n, k = crow.numel() - 1, x.shape[1]
+    dtype = torch.float32 if _low_precision_cpu(x) else x.dtype
+    g = grad.to(dtype)
+    grad_x = grad_values = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        wt = torch.sparse_csc_tensor(crow, col, values.to(dtype), (k, n), check_invariants=False)
+        grad_x = torch.sparse.mm(wt, g.t()).t().to(x.dtype)
+    if ctx.needs_input_grad[3]:
+        pattern = torch.sparse_csr_tensor(crow, col, torch.zeros_like(values, dtype=dtype), (n, k),
+                                          check_invariants=False)
+        grad_values = torch.sparse.sampled_addmm(pattern, g.t(), x.to(dtype), beta=0.0).values().to(values.dtype)
+    if ctx.needs_input_grad[5]:
+        grad_bias = grad.sum(0)
+    return grad_x, None, None, grad_values, None, grad_bias, None
+
+
+_csr_op.register_autograd(_csr_backward, setup_context=_csr_setup)
+
+
+@register_flop_formula(torch.ops.labkit.csr_linear)
+def _csr_flops(x_shape, crow_shape, col_shape, values_shape, *args, out_shape=None, **kwargs) -> int:
+    """2 FLOPs per token and stored nonzero: ``2 * M * nnz``."""
+    return 2 * x_shape[0] * values_shape[0]
 
 
 def csr_linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -197,7 +274,4 @@ def csr_linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     """Plain torch: densify and call ``F.linear``. The same input contract as :func:`csr_linear`."""
     check_csr_weight(weight, x, validate)
     rt.check_bias(bias, x, weight.shape[0])
-    w = weight.to_dense()
-    if x.device.type == "cpu" and x.dtype != torch.float32:
-        return torch.nn.functional.linear(x.float(), w.float(), None if bias is None else bias.float()).to(x.dtype)
-    return torch.nn.functional.linear(x, w, bias)
+    return rt.torch_linear(x, weight.to_dense(), bias)

@@ -42,6 +42,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
 
 from labkit import checks
 from labkit.kernels import runtime as rt
@@ -462,16 +463,42 @@ def fused_moe(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: torch.Ten
     n_tokens, top_k = experts.shape
     if n_tokens == 0 or top_k == 0:
         return torch.zeros_like(x)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, w3, w2, gates)):
+        if not _notice.get("grad"):
+            _notice["grad"] = True
+            warnings.warn("fused_moe has no backward pass: with gradients required it runs the differentiable "
+                          "moe_reference instead (wrap inference in torch.no_grad() to run the kernels)", stacklevel=2)
+        return moe_reference(x, w1, w3, w2, gates, experts, check_ids=False)
+    return torch.ops.labkit.fused_moe(x, w1, w3, w2, gates, experts, block_m or 0)
+
+
+@torch.library.custom_op("labkit::fused_moe", mutates_args=(),
+                         schema="(Tensor x, Tensor w1, Tensor w3, Tensor w2, Tensor gates, Tensor experts, "
+                                "int block_m) -> Tensor")
+def _fused_moe_op(x, w1, w3, w2, gates, experts, block_m):
+    """Checked inputs; ``block_m`` 0 = choose. An operator, so ``torch.utils.flop_counter`` counts its FLOPs."""
     if not _use_kernels(x):
         return moe_reference(x, w1, w3, w2, gates, experts, check_ids=False)
-    if block_m is None:
-        block_m = choose_block_m(n_tokens * top_k, w1.shape[0])
+    n_tokens, top_k = experts.shape
+    block_m = block_m or choose_block_m(n_tokens * top_k, w1.shape[0])
     x, w1, w3, w2 = (t.contiguous() for t in (x, w1, w3, w2))
     sorted_slots, block_expert, _ = moe_align(experts, w1.shape[0], block_m, check_ids=False)
     # the index arrays come straight from moe_align (valid by construction): no second check
     h = moe_up(x, w1, w3, sorted_slots, block_expert, top_k, block_m, validate=False)
     y = moe_down(h, w2, gates.to(torch.float32), sorted_slots, block_expert, block_m, validate=False)
     return moe_combine(y, top_k)
+
+
+@_fused_moe_op.register_fake
+def _(x, w1, w3, w2, gates, experts, block_m):
+    return torch.empty_like(x)
+
+
+@register_flop_formula(torch.ops.labkit.fused_moe)
+def _fused_moe_flops(x_shape, w1_shape, w3_shape, w2_shape, gates_shape, experts_shape, *args, out_shape=None,
+                     **kwargs) -> int:
+    """Three GEMMs of d_model x d_ff per (token, choice): ``2 * 3 * T * top_k * d_model * d_ff`` (padding excluded)."""
+    return 6 * experts_shape[0] * experts_shape[1] * w1_shape[1] * w1_shape[2]
 
 
 # ----------------------------------------------------------------------------------------------

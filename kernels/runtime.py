@@ -13,10 +13,10 @@ import os
 import warnings
 
 import torch
+import torch.nn.functional as F
 
 from labkit import backend as _backend
-from labkit import formats
-from labkit import checks
+from labkit import checks, formats
 
 #: Whether ``import triton`` works here (actually tried: a shadowed or broken triton counts as missing).
 #: Kernel files define their Triton kernels only when it does.
@@ -302,3 +302,11 @@ def assert_close(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> No
     assert out.dtype == dtype, (out.dtype, dtype)
     err = rel_error(out, ref)
     assert err <= TOLERANCE[dtype], f"relative error {err:.2e} above {TOLERANCE[dtype]:.0e} for {dtype}"
+
+
+def torch_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear`` as the torch references and CPU paths run it: fp16/bf16 on a CPU computed in fp32
+    (CPU half-precision matmul is slow or missing on some builds), rounded back to ``x``'s dtype."""
+    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+        return F.linear(x.float(), w.float(), None if bias is None else bias.float()).to(x.dtype)
+    return F.linear(x, w, bias)

@@ -35,6 +35,7 @@ not FLOPs. With many tokens the layer is compute-bound and its ideal is 1.0x; th
 from __future__ import annotations
 
 import torch
+from torch.utils.flop_counter import register_flop_formula
 
 from labkit.kernels import runtime as rt
 
@@ -232,10 +233,14 @@ def semi24_linear(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
         raise ValueError(f"inner dimensions differ: x has {x.shape[1]} features but the packed weight has {k}")
     rt.check_bias(bias, x, n)
     split_k = rt.check_split_k(split_k)
-    m = x.shape[0]
-    if not rt.can_launch(x) or m == 0 or n == 0 or k == 0:  # (nothing to launch for empty shapes)
-        return semi24_linear_reference(x, values, meta, bias, validate=False)
+    return torch.ops.labkit.semi24_linear(x, values, meta, bias, split_k or 0, True)
 
+
+def _launch(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,
+            split_k: int | None) -> torch.Tensor:
+    """Launch the Triton kernel on checked, non-empty inputs (what the operator runs where Triton can)."""
+    m, k = x.shape
+    n = values.shape[0]
     chunks = triton.cdiv(k, BLOCK_K)
     extra = {}
     if m <= DECODE_MAX_TOKENS:
@@ -262,6 +267,68 @@ def semi24_linear(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
     return rt.reduce_split_k(out, bias, x.dtype)
 
 
+def kept_positions(meta: torch.Tensor) -> torch.Tensor:
+    """(N, K/2) int64: the dense input column of each stored value (``4 * group + i0`` or ``+ i1``)."""
+    m = meta.to(torch.int64)
+    n, bytes_ = m.shape
+    nib = torch.stack([m & 0xF, m >> 4], dim=-1).reshape(n, 2 * bytes_)  # one nibble per group
+    idx = torch.stack([nib & 3, nib >> 2], dim=-1)  # (n, k/4, 2)
+    group = torch.arange(2 * bytes_, device=meta.device)[None, :, None]
+    return (4 * group + idx).reshape(n, 4 * bytes_)
+
+
+# --------------------------------------------------------------------------------------------
+# As a PyTorch operator: autograd and a FLOP formula (see bsr_linear.py for the pattern)
+# --------------------------------------------------------------------------------------------
+@torch.library.custom_op("labkit::semi24_linear", mutates_args=(),
+                         schema="(Tensor x, Tensor values, Tensor meta, Tensor? bias, int split_k, "
+                                "bool use_triton) -> Tensor")
+def _semi24_op(x, values, meta, bias, split_k, use_triton):
+    """``use_triton``: the kernel where it can launch; else (or False) the dense product of the unpacked weight."""
+    if use_triton and rt.can_launch(x) and x.shape[0] and values.shape[0] and values.shape[1]:
+        return _launch(x, values, meta, bias, split_k or None)
+    return rt.torch_linear(x, unpack_24(values, meta, validate=False), bias)
+
+
+@_semi24_op.register_fake
+def _(x, values, meta, bias, split_k, use_triton):
+    return x.new_empty((x.shape[0], values.shape[0]))
+
+
+def _semi24_setup(ctx, inputs, output):
+    x, values, meta, _, _, _ = inputs
+    ctx.save_for_backward(x, values, meta)
+
+
+def _semi24_backward(ctx, grad):
+    """* input: ``grad_x = grad @ W`` with ``W`` unpacked (half its entries are zero by construction);
+    * values: ``grad_W = grad^T @ x`` read at each stored value's column (:func:`kept_positions`).
+      This computes the full (N, K) product and keeps half of it: for 2:4 only 2x the sampled work."""
+    x, values, meta = ctx.saved_tensors
+    dtype = torch.float32 if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    g = grad.to(dtype)
+    grad_x = grad_values = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_x = (g @ unpack_24(values, meta, validate=False).to(dtype)).to(x.dtype)
+    if ctx.needs_input_grad[1]:
+        grad_values = (g.t() @ x.to(dtype)).gather(1, kept_positions(meta)).to(values.dtype)
+    if ctx.needs_input_grad[3]:
+        grad_bias = grad.sum(0)
+    return grad_x, grad_values, None, grad_bias, None, None
+
+
+_semi24_op.register_autograd(_semi24_backward, setup_context=_semi24_setup)
+
+
+@register_flop_formula(torch.ops.labkit.semi24_linear)
+def _semi24_flops(x_shape, values_shape, *args, out_shape=None, **kwargs) -> int:
+    """2 FLOPs per token and stored value (half the dense weight): ``2 * M * N * K / 2``.
+
+    (The GPU kernel rebuilds dense tiles and multiplies the zeros too, see the module docstring:
+    this counts the arithmetic the layer needs, as for a sparse tensor core.)"""
+    return 2 * x_shape[0] * values_shape[0] * values_shape[1]
+
+
 def semi24_linear_reference(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
                             bias: torch.Tensor | None = None, validate: bool = True) -> torch.Tensor:
     """Plain torch: unpack to dense and call ``F.linear``. The same input contract as :func:`semi24_linear`."""
@@ -271,9 +338,7 @@ def semi24_linear_reference(x: torch.Tensor, values: torch.Tensor, meta: torch.T
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"inner dimensions differ: x has {x.shape[1]} features but the packed weight has {w.shape[1]}")
     rt.check_bias(bias, x, w.shape[0])
-    if x.device.type == "cpu" and x.dtype != torch.float32:
-        return torch.nn.functional.linear(x.float(), w.float(), None if bias is None else bias.float()).to(x.dtype)
-    return torch.nn.functional.linear(x, w, bias)
+    return rt.torch_linear(x, w, bias)
 
 
 def bytes_per_weight(dtype: torch.dtype = torch.float16) -> float:

@@ -489,8 +489,11 @@ def _nbytes(t: torch.Tensor) -> int:
 def count_work(fn: Callable[[], object]) -> WorkCounts:
     """Run ``fn()`` once, counting FLOPs (``torch.utils.flop_counter``) and bytes its ops read and write.
 
-    FLOPs cover matrix multiplies and convolutions (which dominate); element-wise ops count only
-    toward bytes. Views move no data and are skipped. Counting slows the call, so never time it.
+    FLOPs cover matrix multiplies and convolutions (which dominate) and the lab's sparse kernels:
+    each is a ``torch.library`` operator with a FLOP formula (``torch.ops.labkit.bsr_linear``, ...:
+    2 FLOPs per token and *kept* weight), so a kernel call counts its real work, not 0. Element-wise
+    ops count only toward bytes; an operator's bytes are its inputs and output (what a kernel reads
+    and writes). Views move no data and are skipped. Counting slows the call, so never time it.
     """
     if not callable(fn):
         raise TypeError(f"fn must be a function taking no arguments, got {type(fn).__name__}")

@@ -38,12 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labkit.kernels import runtime as rt
-from labkit.kernels.bsr_linear import bsr_linear, check_bsr_weight
-from labkit.kernels.csr_linear import check_csr_weight, csr_linear
-from labkit.kernels.semi24 import check_meta, pack_24, semi24_linear
-
 from labkit.formats import KERNEL_FORMATS as FORMATS  # noqa: E402 - the formats with a lab kernel
+from labkit.kernels import runtime as rt
+from labkit.kernels.bsr_linear import check_bsr_weight
+from labkit.kernels.csr_linear import check_csr_weight
+from labkit.kernels.semi24 import check_meta, pack_24, unpack_24
+
 #: Token counts "auto" plans for; a call uses the bucket nearest its token count (in log scale).
 BUCKETS = (1, 16, 128, 1024, 8192)
 #: A sparse path must be this much faster than dense (ratio) to be chosen.
@@ -91,11 +91,31 @@ def bucket_for(m: int) -> int:
 
 
 class SparseLinear(nn.Module):
-    """``y = x @ W.T + b`` with a sparse ``W`` stored dense, BSR, 2:4 and/or CSR.
+    """``y = x @ W.T + b`` with a sparse ``W`` stored dense, BSR, 2:4 and/or CSR; trainable.
 
     Build it with :meth:`from_linear` from a pruned ``nn.Linear`` (masks already applied or made
-    permanent). ``plan`` shows which format each token-count bucket uses once decided.
+    permanent), or with :func:`sparsify` for a whole model. ``plan`` shows which format each
+    token-count bucket uses once decided.
+
+    What is stored, and what trains (the parameters keep the source weight's ``requires_grad``):
+
+    * ``format="bsr" | "2:4" | "csr"``: only that format. Its kept values are the parameter
+      (``bsr_values``, ``s24_values`` or ``csr_values``), the index arrays are buffers. Gradients
+      reach the input (the transposed sparse product) and the kept values (a dense-dense product
+      sampled at the kept positions); zeros inside a stored block or 2:4 group get no gradient, so
+      every zero stays zero after an optimizer step.
+    * ``format="dense"``: the dense ``weight`` parameter, its zeros kept at zero the same way.
+    * ``format="auto"``: the dense ``weight`` parameter plus packed copies for the kernels. A call
+      that must produce a weight gradient (grad mode on, ``weight.requires_grad``) runs the dense
+      masked product: training is exact, not faster. Other calls (``torch.no_grad()``, inference)
+      use the planned kernel; copies are re-packed when the weight changed (an optimizer step).
+
+    Inputs: ``(..., in_features)`` of the layer's dtype (fp16, bf16, fp32; float64 runs the torch
+    paths only, e.g. for ``torch.autograd.gradcheck``).
     """
+
+    #: the mask buffer of each parameter that can hold stored zeros (kept positions: 1)
+    _KEEP = {"weight": "weight_keep", "bsr_values": "bsr_keep", "s24_values": "s24_keep"}
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, format: str = "auto",
                  block: int | None = None, use_triton: bool | None = None):
@@ -106,17 +126,21 @@ class SparseLinear(nn.Module):
         self.use_triton = use_triton
         if not isinstance(weight, torch.Tensor) or weight.layout != torch.strided or weight.dim() != 2:
             raise TypeError("weight must be a dense 2-D torch.Tensor (out_features, in_features)")
-        if weight.dtype not in rt.DTYPES:
-            raise TypeError(f"weight has dtype {weight.dtype}; use float16, bfloat16 or float32")
+        if weight.dtype not in rt.DTYPES + (torch.float64,):
+            raise TypeError(f"weight has dtype {weight.dtype}; use float16, bfloat16 or float32 (float64: torch paths)")
         if format not in FORMATS + ("auto",):
             raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")
         if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (weight.shape[0],)):
             raise ValueError(f"bias must be None or a tensor of shape ({weight.shape[0]},)")
+        trainable = weight.requires_grad
         w = weight.detach().contiguous()
         self.out_features, self.in_features = w.shape
         self.format = format
-        self.density = (w != 0).float().mean().item()
-        self.register_buffer("bias", None if bias is None else bias.detach().to(w.dtype).contiguous())
+        self.density = (w != 0).float().mean().item() if w.numel() else 0.0
+        if bias is None:
+            self.register_parameter("bias", None)
+        else:
+            self.bias = nn.Parameter(bias.detach().to(w.dtype).clone(), requires_grad=bias.requires_grad)
 
         if block is not None:
             rt.check_block(block)
@@ -133,30 +157,51 @@ class SparseLinear(nn.Module):
             raise ValueError(f"format={format!r} does not fit this weight: {why}; use 'auto' or another format")
         if format == "auto" and self.density > CSR_MAX_DENSITY:
             self.available.remove("csr")  # hopeless above this density (see kernels/csr_linear.py): not kept
-        keep = self.available if format == "auto" else sorted({"dense", format}, key=FORMATS.index)
-        self.register_buffer("weight", w)  # dense: also the reference and the CPU fallback
-        if "bsr" in keep:
+        self._kept = list(self.available) if format == "auto" else [format]
+        if format in ("auto", "dense"):
+            self.weight = nn.Parameter(w.clone(), requires_grad=trainable)
+            self.register_buffer("weight_keep", w != 0)
+        self._pack(w, trainable=trainable and format != "auto")
+        self.plan: dict[int, str] = {} if format == "auto" else {b: format for b in BUCKETS}
+        self.timings: dict[int, dict[str, float]] = {}
+
+    def _pack(self, w: torch.Tensor, trainable: bool = False) -> None:
+        """Store ``w`` in every kept sparse format; check the index arrays once.
+
+        ``trainable``: the values become parameters (an explicit format); else buffers (copies of
+        "auto"'s dense weight, re-packed when it changes).
+        """
+        def values(name: str, t: torch.Tensor) -> None:
+            t = t.contiguous()
+            if trainable:
+                setattr(self, name, nn.Parameter(t, requires_grad=True))
+            else:
+                self.register_buffer(name, t)
+
+        if "bsr" in self._kept:
+            block = self.block
             n_pad, k_pad = (math.ceil(d / block) * block for d in w.shape)
             bsr = F.pad(w, (0, k_pad - w.shape[1], 0, n_pad - w.shape[0])).to_sparse_bsr((block, block))
             self.register_buffer("bsr_crow", bsr.crow_indices())
             self.register_buffer("bsr_col", bsr.col_indices())
-            self.register_buffer("bsr_values", bsr.values().contiguous())
+            values("bsr_values", bsr.values())
+            self.register_buffer("bsr_keep", bsr.values() != 0)
             self._bsr_shape = (n_pad, k_pad)
-        if "2:4" in keep:
-            values, meta = pack_24(w)
-            self.register_buffer("s24_values", values)
+        if "2:4" in self._kept:
+            packed, meta = pack_24(w)
+            values("s24_values", packed)
             self.register_buffer("s24_meta", meta)
-        if "csr" in keep:
-            csr = w.to_sparse_csr()
+            self.register_buffer("s24_keep", packed != 0)
+        if "csr" in self._kept:
+            csr = w.to_sparse_csr()  # stores the nonzeros only: no mask needed
             self.register_buffer("csr_crow", csr.crow_indices())
             self.register_buffer("csr_col", csr.col_indices())
-            self.register_buffer("csr_values", csr.values())
-        self._kept = keep
-        self._checked: tuple = ()  # which index arrays were validated (see _check_indices)
-        self._check_indices()  # once, when packed
-        self.plan: dict[int, str] = {} if format == "auto" else {b: format for b in BUCKETS}
-        self.timings: dict[int, dict[str, float]] = {}
+            values("csr_values", csr.values())
+            self.register_buffer("csr_order", torch.arange(self.out_features, dtype=torch.int32, device=w.device))
         self._torch24 = None
+        self._packed_version = self.weight._version if self.format == "auto" else None
+        self._checked: tuple = ()  # which index arrays were validated (see _check_indices)
+        self._check_indices()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, format: str = "auto", block: int | None = None,
@@ -164,28 +209,44 @@ class SparseLinear(nn.Module):
         """Build from a pruned ``nn.Linear`` (its current weight, masks from torch.nn.utils.prune applied)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
-        return cls(linear.weight.detach(), linear.bias, format=format, block=block, use_triton=use_triton)
+        return cls(linear.weight, linear.bias, format=format, block=block, use_triton=use_triton)
 
     def extra_repr(self) -> str:
         flag = "" if self.use_triton is None else f", use_triton={self.use_triton}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, density={self.density:.3f}, "
                 f"format={self.format!r}, block={self.block}, formats={self._kept}{flag}")
 
+    def _values(self) -> torch.Tensor:
+        """The tensor that holds the layer's weight values (its dtype and device are the layer's)."""
+        name = {"bsr": "bsr_values", "2:4": "s24_values", "csr": "csr_values"}.get(self.format, "weight")
+        return getattr(self, name)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._values().dtype
+
     def dense_weight(self) -> torch.Tensor:
         """The (out_features, in_features) weight as a dense tensor (a detached copy), zeros included."""
-        return self.weight.detach().clone()
+        with torch.no_grad():
+            if self.format in ("auto", "dense"):
+                return (self.weight * self.weight_keep).detach().clone()
+            if self.format == "bsr":
+                return self._bsr().to_dense()[: self.out_features, : self.in_features].clone()
+            if self.format == "2:4":
+                return unpack_24(self.s24_values.detach(), self.s24_meta, validate=False)
+            return self._csr().to_dense()
 
-    # -- the sparse tensors, rebuilt as views of the buffers (so .to(device) moves them) --------
+    # -- the sparse tensors, rebuilt as views of the stored arrays (so .to(device) moves them) --
     def _bsr(self) -> torch.Tensor:
-        return torch.sparse_bsr_tensor(self.bsr_crow, self.bsr_col, self.bsr_values, self._bsr_shape,
-                                       check_invariants=False)  # built by torch's own conversion
+        return torch.sparse_bsr_tensor(self.bsr_crow, self.bsr_col, self.bsr_values.detach(), self._bsr_shape,
+                                       check_invariants=False)  # checked by _check_indices
 
     def _csr(self) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self.csr_crow, self.csr_col, self.csr_values,
+        return torch.sparse_csr_tensor(self.csr_crow, self.csr_col, self.csr_values.detach(),
                                        (self.out_features, self.in_features), check_invariants=False)
 
     def _index_arrays(self) -> list[torch.Tensor]:
-        return [getattr(self, name) for name in ("bsr_crow", "bsr_col", "s24_meta", "csr_crow", "csr_col")
+        return [getattr(self, name) for name in ("bsr_crow", "bsr_col", "s24_meta", "csr_crow", "csr_col", "csr_order")
                 if hasattr(self, name)]
 
     def _check_indices(self) -> None:
@@ -203,45 +264,64 @@ class SparseLinear(nn.Module):
             check_meta(self.s24_meta)
         if "csr" in self._kept:
             check_csr_weight(self._csr())
+            rt.check_permutation("csr_order", self.csr_order, self.out_features)
         self._checked = key
 
-    def run(self, x: torch.Tensor, fmt: str) -> torch.Tensor:
-        """Apply the layer to 2-D ``x`` with one named format (what ``forward`` dispatches to)."""
+    def _fresh(self) -> None:
+        """Before a call: re-pack "auto"'s copies if its weight changed, and check new index arrays."""
+        if self.format == "auto" and self.weight._version != self._packed_version:
+            with torch.no_grad():
+                self._pack(self.weight * self.weight_keep)
+        self._check_indices()
+
+    def _kept_values(self, name: str) -> torch.Tensor:
+        """Parameter ``name``, multiplied by its keep-mask when a gradient will flow into it.
+
+        The product's gradient is zero at every stored zero, so optimizer steps keep zeros at zero;
+        without grad mode (inference) the multiply is skipped and costs nothing.
+        """
+        t = getattr(self, name)
+        if isinstance(t, nn.Parameter) and t.requires_grad and torch.is_grad_enabled() and name in self._KEEP:
+            return t * getattr(self, self._KEEP[name])
+        return t
+
+    def run(self, x: torch.Tensor, fmt: str, use_triton: bool = True) -> torch.Tensor:
+        """Apply the layer to contiguous 2-D ``x`` with one named format (what ``forward`` dispatches to).
+
+        ``use_triton``: the lab's Triton kernel where it can launch (else its torch reference); False
+        runs PyTorch's own path (the dense product, or ``torch.sparse.mm`` for "csr").
+        """
         if fmt not in self._kept and fmt != "2:4-torch":
             raise ValueError(f"format {fmt!r} is not stored by this layer; stored: {self._kept}")
-        self._check_indices()
+        self._fresh()
         if fmt == "dense":
-            return F.linear(x, self.weight, self.bias)
-        # validate=False: the index arrays were built by torch / pack_24 and checked once in __init__
+            return F.linear(x, self._kept_values("weight"), self.bias)
+        # the operators take the checked arrays directly (no per-call checks): see kernels/*.py
         if fmt == "bsr":
-            return bsr_linear(x, self._bsr(), self.bias, out_features=self.out_features, validate=False)
+            return torch.ops.labkit.bsr_linear(x, self.bsr_crow, self.bsr_col, self._kept_values("bsr_values"),
+                                               self.bias, self.out_features, 0, use_triton)
         if fmt == "2:4":
-            return semi24_linear(x, self.s24_values, self.s24_meta, self.bias, validate=False)
+            return torch.ops.labkit.semi24_linear(x, self._kept_values("s24_values"), self.s24_meta, self.bias, 0,
+                                                  use_triton)
         if fmt == "2:4-torch":  # cuSPARSELt / CUTLASS through torch: sparse tensor cores
             if self._torch24 is None:
                 from torch.sparse import to_sparse_semi_structured
-                self._torch24 = to_sparse_semi_structured(self.weight)
+                self._torch24 = to_sparse_semi_structured(self.weight.detach() * self.weight_keep)
             return F.linear(x, self._torch24, self.bias)
-        return csr_linear(x, self._csr(), self.bias, validate=False)
+        return torch.ops.labkit.csr_linear(x, self.csr_crow, self.csr_col, self.csr_values, self.csr_order,
+                                           self.bias, use_triton)
 
     def _torch_run(self, x: torch.Tensor, fmt: str) -> torch.Tensor:
         """PyTorch's own paths (what a CPU uses): torch's CSR product for "csr", else the dense product.
 
         torch's CPU CSR product (MKL) has no fp16/bf16: it computes those in fp32 and rounds back.
         """
-        self._check_indices()
-        if fmt == "csr":
-            csr = self._csr()
-            low = x.dtype != torch.float32 and x.device.type == "cpu"
-            if low:
-                csr = csr.to(torch.float32)
-            y = torch.sparse.mm(csr, (x.float() if low else x).t()).t()
-            y = y if self.bias is None else y + self.bias.to(y.dtype)
-            return y.to(x.dtype)
-        return F.linear(x, self.weight, self.bias)
+        return self.run(x, fmt, use_triton=False)
 
     def _triton_here(self, x: torch.Tensor) -> bool:
         """Whether this call runs the lab's Triton kernels (GPU) or PyTorch's paths (CPU, or asked for)."""
+        if x.dtype == torch.float64:
+            return False  # no Triton kernel takes float64
         if self.use_triton is None:
             return x.is_cuda
         return self.use_triton
@@ -250,13 +330,14 @@ class SparseLinear(nn.Module):
     def candidates(self, device: torch.device) -> list[str]:
         """Formats "auto" may pick on ``device``."""
         if device.type == "cuda" and rt.can_launch(device):  # compiled Triton on this GPU
-            extra = ["2:4-torch"] if "2:4" in self._kept and self.weight.dtype != torch.float32 else []
+            extra = ["2:4-torch"] if "2:4" in self._kept and self.dtype != torch.float32 else []
             return list(self._kept) + extra
         # on a CPU only dense and torch's CSR (fp32 only: its MKL path has no fp16) are worth timing
-        return ["dense", "csr"] if "csr" in self._kept and self.weight.dtype == torch.float32 else ["dense"]
+        return ["dense", "csr"] if "csr" in self._kept and self.dtype == torch.float32 else ["dense"]
 
     def _from_results(self, bucket: int) -> str | None:
-        path = gpu_results_path(self.weight.device) if self.weight.is_cuda else None
+        values = self._values()
+        path = gpu_results_path(values.device) if values.is_cuda else None
         if path is None:
             return None
         return self.plan_from_results(json.loads(path.read_text())["rows"], bucket)
@@ -265,7 +346,7 @@ class SparseLinear(nn.Module):
         """The format the benchmark rows (``benchmarks/kernels.py`` columns) say is fastest for ``bucket``
         tokens: per candidate, the nearest row by token count, density and weight size; dense unless a
         format beats it by :data:`MARGIN`."""
-        rows = [r for r in rows if r.get("dtype") == str(self.weight.dtype).replace("torch.", "") and r.get("ms")]
+        rows = [r for r in rows if r.get("dtype") == str(self.dtype).replace("torch.", "") and r.get("ms")]
         best, best_speed = "dense", MARGIN
         candidates = [f for f in self._kept if f != "dense"] + (["2:4-torch"] if "2:4" in self._kept else [])
         for kernel in candidates:
@@ -281,6 +362,7 @@ class SparseLinear(nn.Module):
                 best, best_speed = kernel, speed
         return best
 
+    @torch.no_grad()
     def _measure(self, x: torch.Tensor, bucket: int) -> str:
         xb = torch.randn(bucket, self.in_features, device=x.device, dtype=x.dtype)
         times = {}
@@ -303,22 +385,26 @@ class SparseLinear(nn.Module):
         """The format used for ``m`` tokens (deciding, and measuring if needed, the first time)."""
         bucket = bucket_for(m)
         if bucket not in self.plan:
-            x = x if x is not None else self.weight
+            x = x if x is not None else self._values()
             self.plan[bucket] = self._from_results(bucket) or self._measure(x, bucket)
         return self.plan[bucket]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"x has {x.shape[-1]} features in its last dimension but this layer expects "
-                             f"{self.in_features}")
-        if x.dtype != self.weight.dtype:
-            raise TypeError(f"x has dtype {x.dtype} but the layer's weight is {self.weight.dtype}; cast one of them")
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x has shape {tuple(x.shape)} but this layer expects (..., {self.in_features})")
+        if x.dtype != self.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the layer's weight is {self.dtype}; cast one of them")
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if not x2.is_contiguous():
             x2 = x2.contiguous()
-        fmt = self.choose(x2.shape[0], x2)
-        y = self.run(x2, fmt) if self._triton_here(x2) else self._torch_run(x2, fmt)
+        if self.format == "auto" and self.weight.requires_grad and torch.is_grad_enabled():
+            y = F.linear(x2, self._kept_values("weight"), self.bias)  # training: exact masked-dense gradients
+        else:
+            fmt = self.choose(x2.shape[0], x2)
+            y = self.run(x2, fmt) if self._triton_here(x2) else self._torch_run(x2, fmt)
         return y.reshape(*lead, self.out_features)
 
 
@@ -345,7 +431,7 @@ def sparsify(model: nn.Module, format: str = "auto", *, min_sparsity: float = 0.
     Left alone: dense layers, layers whose weight is tied to another module (an LM head sharing
     the embedding matrix: swapping it would untie them) and layers whose qualified name matches a
     pattern in ``skip`` (``fnmatch`` style: ``"lm_head"``, ``"*.attn.*"``). Each new layer keeps
-    the old one's device, dtype and bias. ``format``, ``block`` and
+    the old one's device, dtype, bias and ``requires_grad``. ``format``, ``block`` and
     ``use_triton`` are passed to :class:`SparseLinear`; a forced format that does not fit a layer
     raises a ValueError naming the layer (skip it, or use ``"auto"``).
 
@@ -402,6 +488,8 @@ def densify(model: nn.Module) -> nn.Module:
             linear.weight.copy_(w)
             if module.bias is not None:
                 linear.bias.copy_(module.bias)
+                linear.bias.requires_grad_(module.bias.requires_grad)
+        linear.weight.requires_grad_(module._values().requires_grad)
         linear.train(module.training)
         if name == "":
             return linear

@@ -117,7 +117,8 @@ def test_bad_bias_and_split_raise():
         rt.check_block(32.0)
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=8, deadline=None, derandomize=True)
@@ -202,8 +203,8 @@ def test_launch_falls_back_to_while_only_on_a_gpu(monkeypatch):
 
 def test_without_triton_every_launcher_uses_its_torch_reference(monkeypatch):
     from labkit.kernels.csr_linear import csr_linear
-    from labkit.kernels.semi24 import pack_24, semi24_linear
     from labkit.kernels.patterns import two_four
+    from labkit.kernels.semi24 import pack_24, semi24_linear
 
     monkeypatch.setattr(rt, "HAS_TRITON", False)
     gen = torch.Generator().manual_seed(4)
@@ -216,6 +217,7 @@ def test_without_triton_every_launcher_uses_its_torch_reference(monkeypatch):
 
 
 # ---- argument and index checks (issue 11) --------------------------------------------------------
+from labkit.kernels import bsr_linear as bsr_mod  # noqa: E402
 from labkit.kernels.bsr_linear import program_schedule  # noqa: E402
 
 
@@ -253,7 +255,8 @@ def test_hand_built_bsr_indices_are_checked(fn, damage, match):
     bad = torch.sparse_bsr_tensor(crow, col, w.values(), w.shape, check_invariants=False)
     args = (bad,) if fn == "row_blocks" else (torch.randn(2, 64), bad)
     with pytest.raises(ValueError, match=match):
-        globals()[fn](*args)
+        fns = {"bsr_linear": bsr_linear, "bsr_linear_reference": bsr_linear_reference, "row_blocks": bsr_mod.row_blocks}
+        fns[fn](*args)
 
 
 def test_no_tokens_and_no_blocks():

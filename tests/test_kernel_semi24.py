@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from labkit.kernels import runtime as rt
+from labkit.kernels.runtime import CPU_DTYPES, assert_close, reference
 from labkit.kernels.semi24 import bytes_per_weight, pack_24, semi24_linear, unpack_24
 from labkit.prune import nm_mask
-from labkit.kernels.runtime import CPU_DTYPES, assert_close, reference
 
 TEST_DEVICE = rt.kernel_device()  # the GPU when compiled kernels run here, else the CPU (interpreter)
 

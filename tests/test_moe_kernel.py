@@ -97,7 +97,8 @@ def test_bad_inputs_raise_clear_errors():
         km.fused_moe(x.tolist(), w1, w3, w2, gates, experts)
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=40, deadline=None)

@@ -3,6 +3,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from labkit import prune
@@ -90,7 +91,7 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match="dtype"):
         SparseLinear(torch.randn(4, 4).int())
     layer = SparseLinear.from_linear(lin, format="dense")
-    with pytest.raises(ValueError, match="expects 96"):
+    with pytest.raises(ValueError, match=r"expects \(\.\.\., 96\)"):
         layer(torch.randn(2, 95))
     with pytest.raises(TypeError, match="dtype"):
         layer(torch.randn(2, 96).half())
@@ -100,10 +101,10 @@ def test_cpu_uses_torch_paths_unless_triton_is_asked_for(monkeypatch):
     """On a CPU a forced format computes with PyTorch; use_triton=True runs the kernels (interpreter)."""
     if torch.cuda.is_available():
         pytest.skip("CPU dispatch")
-    import labkit.sparse as sparse_module
+    from labkit.kernels import bsr_linear as bsr_module
 
     calls = []
-    monkeypatch.setattr(sparse_module, "bsr_linear", lambda *a, **k: calls.append("bsr") or torch.zeros(1))
+    monkeypatch.setattr(bsr_module, "_launch", lambda x, *a: calls.append("bsr") or torch.zeros(len(x), 80))
     lin = pruned_linear("block")
     x = torch.randn(4, 96)
     torch_layer = SparseLinear.from_linear(lin, format="bsr")
@@ -291,3 +292,101 @@ def test_plan_from_benchmark_rows():
     assert layer.plan_from_results(rows, 8192) == "csr"  # bsr only 1.02x (< MARGIN), csr 2x
     assert layer.plan_from_results(rows, 16) == "bsr"  # nearest token count is 1
     assert layer.plan_from_results([], 16) == "dense"  # nothing measured: dense
+
+
+# ---- autograd (issue 11): gradients to the input and the kept values, zeros stay zero --------------
+VALUES = {"dense": "weight", "auto": "weight", "bsr": "bsr_values", "2:4": "s24_values", "csr": "csr_values"}
+FIT = {"dense": "block", "auto": "block", "bsr": "block", "2:4": "nm", "csr": "block"}
+
+
+def small_linear(kind: str, dtype=torch.float32, seed=0) -> nn.Linear:
+    torch.manual_seed(seed)
+    lin = nn.Linear(32, 48)
+    with torch.no_grad():
+        mask = prune.block_mask(lin.weight, 0.5, 16) if kind == "block" else prune.nm_mask(lin.weight, 2, 4)
+        lin.weight.mul_(mask)
+        lin.weight[lin.weight.abs() < 0.02] = 0  # a few zeros inside kept blocks / groups too
+    return lin.to(dtype)
+
+
+def grad_as_dense(layer: SparseLinear, grad: torch.Tensor) -> torch.Tensor:
+    """The gradient of the stored values, laid out as the dense (out, in) weight."""
+    if layer.format in ("dense", "auto"):
+        return grad
+    if layer.format == "bsr":
+        bsr = torch.sparse_bsr_tensor(layer.bsr_crow, layer.bsr_col, grad, layer._bsr_shape)
+        return bsr.to_dense()[: layer.out_features, : layer.in_features]
+    if layer.format == "2:4":
+        from labkit.kernels.semi24 import unpack_24
+        return unpack_24(grad, layer.s24_meta)
+    return torch.sparse_csr_tensor(layer.csr_crow, layer.csr_col, grad, (48, 32)).to_dense()
+
+
+@pytest.mark.parametrize("fmt", ["dense", "auto", "bsr", "2:4", "csr"])
+def test_gradcheck_float64(fmt):
+    layer = SparseLinear.from_linear(small_linear(FIT[fmt], torch.float64), format=fmt)
+    name = VALUES[fmt]
+    values = getattr(layer, name).detach().clone().requires_grad_()
+    bias = layer.bias.detach().clone().requires_grad_()
+    x = torch.randn(3, 32, dtype=torch.float64, requires_grad=True)
+
+    def f(x, values, bias):
+        return torch.func.functional_call(layer, {name: values, "bias": bias}, (x,))
+
+    assert torch.autograd.gradcheck(f, (x, values, bias), fast_mode=True)  # random projections: quick
+
+
+@pytest.mark.parametrize("use_triton", [None, True], ids=["torch-paths", "triton"])
+@pytest.mark.parametrize("fmt", ["dense", "auto", "bsr", "2:4", "csr"])
+def test_gradients_match_the_dense_masked_layer(fmt, use_triton):
+    lin = small_linear(FIT[fmt])
+    keep = lin.weight != 0
+    layer = SparseLinear.from_linear(lin, format=fmt, use_triton=use_triton)
+    x = torch.randn(5, 32)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn(5, 48)
+    (layer(x1) * g).sum().backward()
+    (lin(x2) * g).sum().backward()
+    tol = dict(atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(x1.grad, x2.grad, **tol)
+    torch.testing.assert_close(layer.bias.grad, lin.bias.grad, **tol)
+    torch.testing.assert_close(grad_as_dense(layer, getattr(layer, VALUES[fmt]).grad), lin.weight.grad * keep, **tol)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+@pytest.mark.parametrize("fmt", ["dense", "auto", "bsr", "2:4", "csr"])
+def test_zeros_stay_zero_after_optimizer_steps(fmt, optimizer):
+    lin = small_linear(FIT[fmt])
+    layer = SparseLinear.from_linear(lin, format=fmt)
+    before = layer.dense_weight()
+    opt = (torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01) if optimizer == "sgd"
+           else torch.optim.AdamW(layer.parameters(), lr=0.01))
+    for _ in range(3):
+        opt.zero_grad()
+        layer(torch.randn(4, 32)).pow(2).mean().backward()
+        opt.step()
+    after = layer.dense_weight()
+    assert torch.equal(after == 0, before == 0)  # the same zeros, nothing revived
+    assert not torch.equal(after, before)  # and the kept weights did train
+    with torch.no_grad():  # inference after training (auto: re-packed copies) uses the new weights
+        x = torch.randn(3, 32)
+        torch.testing.assert_close(layer(x), F.linear(x, after, layer.bias), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["bsr", "2:4", "csr", "auto"])
+def test_input_gradient_is_never_cut(fmt):
+    """The gradient to the input used to be silently cut (requires_grad=False) for bsr, 2:4 and csr."""
+    layer = SparseLinear.from_linear(small_linear(FIT[fmt]), format=fmt).requires_grad_(False)
+    x = torch.randn(4, 32, requires_grad=True)
+    y = layer(x)
+    assert y.requires_grad
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones(4, 48) @ layer.dense_weight(), atol=1e-4, rtol=1e-4)
+
+
+def test_sparsify_keeps_requires_grad():
+    model = nn.Sequential(small_linear("block"), nn.ReLU(), small_linear("nm").requires_grad_(False))
+    sparsify(model, "auto")
+    assert model[0].weight.requires_grad and not model[2].weight.requires_grad
+    densify(model)
+    assert model[0].weight.requires_grad and not model[2].weight.requires_grad
