@@ -203,6 +203,7 @@ class NvmlMeter:
         if mode is None:
             raise RuntimeError(f"NVML meter unavailable: {status.reason}")
         nvml = self._module()
+        assert nvml is not None  # _probe found the module, or mode would be None
         nvml.nvmlInit()
         handle = nvml.nvmlDeviceGetHandleByIndex(self.index)
         state = {"nvml": nvml, "handle": handle, "mode": mode, "t0": time.perf_counter()}
@@ -816,7 +817,7 @@ class Session:
         if elapsed < self.min_window_s:
             warnings.append(f"window {elapsed:.3g} s is shorter than {self.min_window_s:.3g} s after max_repeats="
                             f"{self.max_repeats}: sensor readings are coarse")
-        extra = counts.readings(repeats, self.model.dtype) if counts is not None else []
+        extra = counts.readings(repeats, self.model.dtype) if counts is not None and self.model is not None else []
         self.report = self._end(states, repeats, extra, warnings)
         return self.report
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -94,7 +94,7 @@ def cpu_linear_latency(out_features: int = 1024, in_features: int = 1024, tokens
     return rows
 
 
-def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int = 15, warmup: int = 1,
+def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int = 15, warmup: int = 1,
                       min_time: float = 1e-3) -> dict[str, list[float]]:
     """Seconds per call of each function, ``repeats`` samples each, taken in turns.
 

@@ -11,6 +11,7 @@ the same class and copy the surviving weights over.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from itertools import pairwise
 
 import torch
@@ -39,7 +40,7 @@ class _Seeded:
 
     def __init__(self, seed: int | None):
         self.seed = None if seed is None else checks.nonneg_int("seed", seed)
-        self._fork = None
+        self._fork: AbstractContextManager | None = None
 
     def __enter__(self):
         if self.seed is not None:
@@ -143,7 +144,7 @@ def build(kind: str, seed: int | None = 0, **kwargs) -> MLP | SmallCNN:
     return MLP(seed=seed, **kwargs) if kind == "mlp" else SmallCNN(seed=seed, **kwargs)
 
 
-def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+def prunable_layers(model: nn.Module) -> dict[str, nn.Linear | nn.Conv2d]:
     """The ``nn.Linear`` and ``nn.Conv2d`` layers of ``model`` by name, in forward order."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -59,7 +59,7 @@ FORMATS = tuple(formats.FORMATS)
 # Argument checks (every public function validates its inputs and names the argument to fix)
 # ----------------------------------------------------------------------------------------------
 
-def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
+def check_sparsity(sparsity: object, name: str = "sparsity") -> float:
     """Return ``sparsity`` as a float, or raise unless it is a number in [0, 1) (0.9 prunes 90%, keeps 10%)."""
     return checks.fraction(name, sparsity)
 
@@ -310,12 +310,18 @@ def apply_mask(module: nn.Module, mask: torch.Tensor, name: str = "weight") -> n
     return module
 
 
+def _weight_orig(module: nn.Module) -> torch.Tensor | None:
+    """The unmasked trainable weight of a pruned layer (``weight_orig``), or ``None`` if it has no mask."""
+    orig = getattr(module, "weight_orig", None)
+    return orig.detach() if isinstance(orig, torch.Tensor) else None
+
+
 def current_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """The effective (masked) weight of each prunable layer, by name."""
     return {name: m.weight.detach() for name, m in prunable_layers(model).items()}
 
 
-def _select_layers(model: nn.Module, layers: Iterable[str] | None) -> dict[str, nn.Module]:
+def _select_layers(model: nn.Module, layers: Iterable[str] | None) -> dict[str, nn.Linear | nn.Conv2d]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     available = prunable_layers(model)
@@ -399,7 +405,7 @@ def prune_model(model: nn.Module, method: str, sparsity: float | Mapping[str, fl
 
     weights = {name: _check_weight(mod.weight.detach(), f"weight of layer {name!r}") for name, mod in selected.items()}
     # Already pruned layers: rank the effective weights, break ties by the unmasked weight_orig (module docstring).
-    origs = {name: mod.weight_orig.detach() if is_masked(mod) else None for name, mod in selected.items()}
+    origs = {name: _weight_orig(mod) for name, mod in selected.items()}
     if method == "global_magnitude":
         orig = {n: o if o is not None else weights[n] for n, o in origs.items()}
         masks = global_magnitude_masks(weights, targets[next(iter(targets))], orig=orig)
@@ -467,12 +473,15 @@ def remove_units(model: MLP | SmallCNN, sparsity: float | Sequence[float], norm:
     _check_norm(norm)
     layers = list(prunable_layers(model).values())
     hidden = layers[:-1]  # every layer but the classifier has prunable outputs
+    if isinstance(sparsity, str):
+        raise TypeError(f"sparsity must be a number or a list of numbers in [0, 1), got {sparsity!r}")
     ratios = [sparsity] * len(hidden) if isinstance(sparsity, (int, float)) else list(sparsity)
     if len(ratios) != len(hidden):
         raise ValueError(f"sparsity needs one value per hidden layer ({len(hidden)}), got {len(ratios)}")
     ratios = [check_sparsity(s) for s in ratios]
     keeps = [_kept_units(layer.weight, s, norm) for layer, s in zip(hidden, ratios, strict=True)]
     widths = tuple(len(k) for k in keeps)
+    small: MLP | SmallCNN
     if isinstance(model, MLP):
         small = MLP(model.in_features, widths, model.n_classes)
     else:
@@ -481,6 +490,7 @@ def remove_units(model: MLP | SmallCNN, sparsity: float | Sequence[float], norm:
     pooled = (model.image_size // 2) ** 2 if isinstance(model, SmallCNN) else 1
     prev_keep = None
     for i, (old, new) in enumerate(zip(layers, new_layers, strict=True)):
+        assert old.bias is not None and new.bias is not None  # every MLP / SmallCNN layer has a bias
         w, b = old.weight.detach(), old.bias.detach()
         if prev_keep is not None:  # drop the inputs that came from removed units
             if i == len(layers) - 1 and pooled > 1:  # flatten: channel c owns features c*pooled ... c*pooled+pooled-1
@@ -558,8 +568,9 @@ def prune_and_finetune(model: nn.Module, train_split: Split, method: str, sparsi
         if epochs < rounds:
             raise ValueError(f"iterative pruning fine-tunes after each round: need epochs >= rounds, "
                              f"got {epochs} < {rounds}")
+        final = check_sparsity(sparsity)  # not "nm" here: a number
         for r in range(1, rounds + 1):
-            prune_model(model, method, sparsity * r / rounds, seed=seed, **options)
+            prune_model(model, method, final * r / rounds, seed=seed, **options)
             share = epochs // rounds + (1 if r <= epochs % rounds else 0)
             train(model, train_split, epochs=share, lr=lr, seed=seed + r, progress=progress)
     else:
@@ -569,10 +580,11 @@ def prune_and_finetune(model: nn.Module, train_split: Split, method: str, sparsi
         per_epoch = steps_per_epoch(train_split)
         end_step = prune_epochs * per_epoch
         every = max(1, per_epoch // max(1, updates_per_epoch))
+        target = check_sparsity(sparsity)  # not "nm" here: a number
 
         def on_step(step: int) -> None:
             if step % every == 0 and step <= end_step:
-                prune_model(model, method, cubic_sparsity(step + every, sparsity, 0, end_step), seed=seed, **options)
+                prune_model(model, method, cubic_sparsity(step + every, target, 0, end_step), seed=seed, **options)
 
         train(model, train_split, epochs=epochs, lr=lr, seed=seed, on_step=on_step, progress=progress)
         prune_model(model, method, sparsity, seed=seed, **options)  # land exactly on the target
@@ -666,7 +678,7 @@ def sparsity_report(model: nn.Module) -> dict:
     if not weights:
         raise ValueError(f"model {type(model).__name__} has no nn.Linear or nn.Conv2d layers, so it has no "
                          "sparsity to report; pass a model that contains some")
-    layers = []
+    layers: list[dict] = []
     for name, w in weights.items():
         nz = int(torch.count_nonzero(w))
         # A layer with no weights at all (e.g. nn.Linear(0, 4)) has nothing pruned: sparsity 0.
@@ -723,11 +735,14 @@ def model_storage_bytes(model: nn.Module, value_bytes: int = 4, index_bytes: int
     A layer a format cannot hold (a block that does not divide it, a layer that is not 2:4) is counted
     at its dense size, as a real deployment would keep it dense.
     """
-    total = dict.fromkeys(FORMATS, 0)
+    total: dict[str, int] = dict.fromkeys(FORMATS, 0)
     for w in current_weights(_require_module(model)).values():
         sizes = storage_bytes(w, value_bytes, index_bytes, block)
+        dense = sizes["dense"]
+        assert dense is not None  # every weight fits the dense format
         for f in FORMATS:
-            total[f] += sizes[f] if sizes[f] is not None else sizes["dense"]
+            size = sizes[f]
+            total[f] += size if size is not None else dense
     return total
 
 

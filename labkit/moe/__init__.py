@@ -3,9 +3,21 @@
 Start with :mod:`labkit.moe.layers` (the concepts), then :mod:`labkit.moe.tiny_gpt` (training),
 :mod:`labkit.moe.plots` (pictures) and :mod:`labkit.moe.expert_parallel` (experts across processes).
 """
-from labkit.moe.layers import (MoEFeedForward, MoEStats, Routing, SwiGLU, TopKRouter, active_parameters,
-                               capacity_mask, count_parameters, expert_capacity, load_balancing_loss,
-                               router_entropy, router_z_loss, top_k_route)
+from labkit.moe.layers import (
+    MoEFeedForward,
+    MoEStats,
+    Routing,
+    SwiGLU,
+    TopKRouter,
+    active_parameters,
+    capacity_mask,
+    count_parameters,
+    expert_capacity,
+    load_balancing_loss,
+    router_entropy,
+    router_z_loss,
+    top_k_route,
+)
 
 __all__ = ["MoEFeedForward", "MoEStats", "Routing", "SwiGLU", "TopKRouter", "active_parameters",
            "capacity_mask", "count_parameters", "expert_capacity", "load_balancing_loss",

@@ -57,7 +57,7 @@ def _check_capacity_factor(value: object) -> float | None:
 
 def _check_experts(experts: object, n_experts: int | None = None, name: str = "experts") -> torch.Tensor:
     """A (tokens, top_k) tensor of integer expert ids, each in [0, n_experts)."""
-    checks.tensor(name, experts, dim=2, dtypes=(torch.int64, torch.int32, torch.int16, torch.uint8))
+    experts = checks.tensor(name, experts, dim=2, dtypes=(torch.int64, torch.int32, torch.int16, torch.uint8))
     if n_experts is not None and experts.numel() and (int(experts.min()) < 0 or int(experts.max()) >= n_experts):
         raise ValueError(f"{name} must hold expert ids in [0, {n_experts}), got values from "
                          f"{int(experts.min())} to {int(experts.max())}")

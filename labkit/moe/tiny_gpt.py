@@ -207,7 +207,7 @@ def _train_loop(cfg: GPTConfig, corpus: TextCorpus, log_every: int, progress: bo
         if step % log_every == 0 or step == cfg.steps - 1:
             losses.append(loss.item())
             if model.moe_layers():
-                loads.append([m.last_stats.load_fraction for m in model.moe_layers()])
+                loads.append([m.last_stats.load_fraction for m in model.moe_layers() if m.last_stats is not None])
     return TrainResult(asdict(cfg), {k: v.clone() for k, v in model.state_dict().items()}, losses,
                        evaluate(model, corpus), loads, log_every)
 
