@@ -116,3 +116,12 @@ def test_other_figures():
         F.speed_figure({"dense": {"prefill_tokens_per_s": 1}})
     fig = F.energy_figure([{"label": "dense", "power_time_j": 0.4, "model_j": 0.003}])
     assert isinstance(fig, go.Figure) and fig.data[0].y == (400.0,) and "ESTIMATED" in fig.layout.title.text
+
+
+def test_committed_sweep_drives_the_explorer():
+    sweep = W.load_sweep()  # benchmarks/results/llm_prune_cpu.json, validated by labkit.results
+    assert W.dense_row(sweep)["method"] == "dense" and sweep["config"]["prompt"]
+    ex = W.LLMExplorer(sweep)
+    for key in ex.table:
+        ex.method.value, ex.pattern.value, ex.sparsity.value = key
+        assert ex.current() is ex.table[key] and f"{ex.current()['perplexity']:,.2f}" in ex.status.value
