@@ -23,17 +23,13 @@ import json
 import re
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
 
 def cases(tokens: int, density: float, block: int, size: int):
-    """(name, function) pairs sharing one weight and one input."""
+    """(kernel, label, function) triples sharing one weight and one input."""
     import torch.nn.functional as F
-
     from labkit.kernels.bsr_linear import bsr_linear
     from labkit.kernels.patterns import block_sparse
 
@@ -41,15 +37,15 @@ def cases(tokens: int, density: float, block: int, size: int):
     w = block_sparse(size, size, block, density, gen).to("cuda", torch.bfloat16)
     x = torch.randn(tokens, size, generator=gen).to("cuda", torch.bfloat16)
     w_bsr = w.to_sparse_bsr((block, block))
-    out = [("dense F.linear", lambda: F.linear(x, w))]
+    out = [("dense", "dense F.linear", lambda: F.linear(x, w))]
     try:
         from torch.sparse._triton_ops import bsr_dense_mm
 
         xt = x.T.contiguous()
-        out.append(("torch bsr_dense_mm", lambda: bsr_dense_mm(w_bsr, xt)))
+        out.append(("torch_bsr_dense_mm", "torch bsr_dense_mm", lambda: bsr_dense_mm(w_bsr, xt)))
     except ImportError as e:
         print("torch bsr_dense_mm unavailable:", e)
-    out.append(("lab bsr_linear", lambda: bsr_linear(x, w_bsr)))
+    out.append(("lab_bsr_linear", "lab bsr_linear", lambda: bsr_linear(x, w_bsr)))
     return out
 
 
@@ -63,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--window must be > 0 and --idle >= 0")
 
     import labkit  # noqa: F401  (configures Triton before it is imported)
-    from labkit import energy
+    from labkit import energy, results
 
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing to measure (this script needs an NVIDIA GPU); no results written")
@@ -77,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu = torch.cuda.get_device_name()
     rows = []
     for tokens in (8192, 16):
-        for name, fn in cases(tokens, 0.1, 64, args.size):
+        for kernel, label, fn in cases(tokens, 0.1, 64, args.size):
             for _ in range(5):
                 fn()
             torch.cuda.synchronize()
@@ -85,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             with energy.measure(items=1, min_window_s=args.window, idle_s=args.idle, meters=[meter]) as m:
                 report = m.run(fn, warmup=3)
             dynamic = [r for r in report.readings if "dynamic" in r.scope]
-            row = {"case": name, "tokens": tokens, "size": args.size, "density": 0.1, "block": 64, "dtype": "bf16",
+            row = {"label": label, "kernel": kernel, "M": tokens, "N": args.size, "K": args.size, "density": 0.1,
+                   "block": 64, "dtype": "bfloat16",
                    "kind": report.kind, "scope": report.primary.scope, "source": report.primary.source,
                    "repeats": report.repeats, "window_s": round(report.wall_s, 4),
                    "ms_per_call": round(1000 * report.wall_s / report.repeats, 5),
@@ -96,16 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row))
             rows.append(row)
     for tokens in (8192, 16):
-        dense = next(r for r in rows if r["tokens"] == tokens and r["case"].startswith("dense"))
+        dense = results.one(rows, M=tokens, kernel="dense")
         for r in rows:
-            if r["tokens"] == tokens:
+            if r["M"] == tokens:
                 r["energy_ratio_vs_dense"] = round(dense["joules_per_call"] / r["joules_per_call"], 3)
-    result = {"script": "benchmarks/energy.py", "gpu": gpu, "torch": torch.__version__,
-              "date": time.strftime("%Y-%m-%d"), "goal": "lab bsr_linear >= 6x fewer joules than dense at 8192 tokens",
-              "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"energy_{re.sub(r'[^a-z0-9]+', '_', gpu.lower()).strip('_')}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path = results.write(f"energy_{re.sub(r'[^a-z0-9]+', '_', gpu.lower()).strip('_')}", rows,
+                         script="benchmarks/energy.py", schema="energy",
+                         extra={"gpu": gpu, "goal": "lab bsr_linear >= 6x fewer joules than dense at 8192 tokens"})
     print("wrote", path)
     return 0
 

@@ -28,8 +28,6 @@ size (seconds), so the script is known to work before a GPU session starts.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import math
 import sys
 import time
@@ -38,18 +36,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-import labkit  # noqa: F401  (sets TRITON_INTERPRET=1 when there is no GPU, before triton loads)
 from labkit.kernels import runtime as rt
 from labkit.kernels.bsr_linear import bsr_linear
 from labkit.kernels.csr_linear import csr_linear
-from labkit.kernels.semi24 import pack_24, semi24_linear
 from labkit.kernels.patterns import block_sparse, two_four, unstructured
-from labkit.sparse import SparseLinear, bucket_for, results_name
+from labkit.kernels.semi24 import pack_24, semi24_linear
 
-RESULTS = Path(__file__).resolve().parent / "results"
-COLUMNS = ("kernel", "M", "N", "K", "dtype", "density", "block", "ms", "dense_ms", "baseline", "baseline_ms",
-           "speedup_vs_dense", "speedup_vs_baseline")
+import labkit  # noqa: F401  (sets TRITON_INTERPRET=1 when there is no GPU, before triton loads)
+from labkit import results
+from labkit.experiments.kernel_timings import COLUMNS
+from labkit.experiments.kernel_timings import kernel_row as row
+from labkit.sparse import SparseLinear, bucket_for, results_name
 
 FULL = dict(shapes=[(8192, 8192), (14336, 4096)], dtypes=["bfloat16", "float16"], tokens=[1, 16, 128, 1024, 8192],
             densities=[0.5, 0.25, 0.1, 0.05], blocks=[32, 64])
@@ -72,16 +69,6 @@ def timer(device: str):
     from labkit.utils import median_time
 
     return lambda fn: median_time(fn, repeats=1, warmup=0) * 1e3
-
-
-def row(kernel, m, n, k, dtype, density, block, ms, dense_ms, baseline=None, baseline_ms=None) -> dict:
-    r = dict(kernel=kernel, M=m, N=n, K=k, dtype=dtype, density=density, block=block,
-             ms=None if ms is None else round(ms, 5), dense_ms=round(dense_ms, 5), baseline=baseline,
-             baseline_ms=None if baseline_ms is None else round(baseline_ms, 5),
-             speedup_vs_dense=None if not ms else round(dense_ms / ms, 3),
-             speedup_vs_baseline=None if not (ms and baseline_ms) else round(baseline_ms / ms, 3))
-    assert tuple(r) == COLUMNS
-    return r
 
 
 class Run:
@@ -316,15 +303,16 @@ def main(argv: list[str] | None = None) -> dict:
     log("\nTARGETS (8192x8192, bf16, 64x64 blocks unless said)")
     for t in targets:
         log(f"  {t['status']:7} {t['target']:40} measured {t['value']}")
-    result = dict(gpu=gpu, torch=torch.__version__, triton=triton_version,
-                  date=dt.date.today().isoformat(), smoke=args.smoke, columns=list(COLUMNS),
-                  copy_GB_per_s=round(copy_gbps, 1), complete=run.skipped == 0, skipped_cases=run.skipped,
-                  seconds=round(time.time() - run.t0, 1), rows=run.rows, bandwidth=run.bandwidth,
-                  energy=run.energy, auto_plans=run.auto_plans, targets=targets, errors=run.errors)
-    out = args.out or (None if args.smoke else RESULTS / f"{results_name(gpu)}.json")
+    # One envelope (labkit.results, schema "kernels"): rows plus what this run also measured.
+    result = results.envelope(
+        run.rows, script="benchmarks/kernels.py", schema="kernels",
+        extra=dict(gpu=gpu, smoke=args.smoke, columns=list(COLUMNS), copy_GB_per_s=round(copy_gbps, 1),
+                   complete=run.skipped == 0, skipped_cases=run.skipped, seconds=round(time.time() - run.t0, 1),
+                   bandwidth=run.bandwidth, energy=run.energy, auto_plans=run.auto_plans, targets=targets,
+                   errors=run.errors))
+    out = args.out or (None if args.smoke else results.RESULTS_DIR / f"{results_name(gpu)}.json")
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        results.write_envelope(out, result)
         log(f"wrote {out}")
     log(f"{len(run.rows)} rows, {len(run.errors)} errors, {run.skipped} cases skipped, {result['seconds']} s")
     for e in run.errors:

@@ -20,8 +20,6 @@ size (seconds), so the script is known to work before a GPU session starts.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import platform
 import re
 import sys
@@ -29,13 +27,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-import labkit  # noqa: F401  (sets TRITON_INTERPRET=1 when there is no GPU, before triton loads)
 from labkit.kernels import moe as km
 from labkit.kernels import runtime as rt
-from labkit.utils import median_time
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import labkit  # noqa: F401  (sets TRITON_INTERPRET=1 when there is no GPU, before triton loads)
+from labkit import results
+from labkit.utils import median_time
 
 
 def make_weights(E: int, d: int, ff: int, dtype: torch.dtype, device: str, seed: int = 0):
@@ -185,20 +182,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"        fused split (ms): align {row['ms']['fused_align']:.3f}  up {row['ms']['fused_up_gemm']:.3f}  "
               f"down {row['ms']['fused_down_gemm']:.3f}  combine {row['ms']['fused_combine']:.3f}")
 
-    import triton
-
-    result = {"benchmark": "moe", "device": device_name(device == "cuda"), "smoke": args.smoke,
-              "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
-              "date": dt.date.today().isoformat(),
-              "target": "fused time / dense FFN time <= 1.11 at T=4096 (speed ratio >= 0.9)",
-              "rows": rows}
+    result = results.envelope(rows, script="benchmarks/moe.py", schema="moe_kernels",
+                              extra={"benchmark": "moe", "device": device_name(device == "cuda"), "smoke": args.smoke,
+                                     "target": "fused time / dense FFN time <= 1.11 at T=4096 (speed ratio >= 0.9)"})
     out = args.out
     if out is None and not args.smoke:
         slug = re.sub(r"[^a-z0-9]+", "-", device_name(True).lower()).strip("-")
-        out = RESULTS / f"moe_{slug}.json"
+        out = results.RESULTS_DIR / f"moe_{slug}.json"
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        results.write_envelope(out, result)
         print(f"wrote {out}")
     return 0
 

@@ -15,25 +15,23 @@ Training is seeded and runs with 2 torch threads, as in the notebook.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 import labkit  # noqa: F401
+from labkit import results
 from labkit.data import text_corpus
 from labkit.moe import routing_grid as rg
 from labkit.moe import tiny_gpt as tg
 from labkit.utils import reproducible
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SCRIPT = "benchmarks/moe_train_sweep.py"
 STEPS = 600
 
 
-def train_sweep(seeds: list[int], steps: int) -> dict:
+def train_sweep(seeds: list[int], steps: int) -> list[dict]:
     reproducible(0)
     corpus = text_corpus()
     rows = []
@@ -47,9 +45,7 @@ def train_sweep(seeds: list[int], steps: int) -> dict:
                 s["final_load_layer0"] = [round(v, 4) for v in result.load_history[-1][0]]
             rows.append(s)
             print(f"seed {seed} {name:32s} val loss {s['val_loss']:.4f}  {s['tokens_per_s']:.0f} tok/s")
-    return {"script": "benchmarks/moe_train_sweep.py", "date": dt.date.today().isoformat(),
-            "machine": f"{platform.machine()} cpu, {torch.get_num_threads()} torch threads",
-            "torch": torch.__version__, "python": platform.python_version(), "rows": rows}
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,13 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.only in (None, "train"):
-        result = train_sweep(args.seeds, args.steps)
-        (args.out_dir / "moe_train_cpu.json").write_text(json.dumps(result, indent=1) + "\n")
+        rows = train_sweep(args.seeds, args.steps)
+        results.write(args.out_dir / "moe_train_cpu.json", rows, script=SCRIPT, schema="moe_train",
+                      machine_text=f"{results.machine()}, {tg.TRAIN_THREADS} torch thread(s) for training")
     if args.only in (None, "grid"):
         reproducible(0)
         points = rg.compute_routing_grid()
-        rg.save_routing_grid(points, args.out_dir / "moe_routing_grid.json", script="benchmarks/moe_train_sweep.py",
-                             date=dt.date.today().isoformat(), torch=torch.__version__, steps=40, seed=0)
+        results.write(args.out_dir / "moe_routing_grid.json", [asdict(p) for p in points], script=SCRIPT,
+                      schema="moe_routing_grid", extra={"steps": 40, "seed": 0})
         print(f"routing grid: {len(points)} configurations")
     return 0
 

@@ -139,7 +139,7 @@ register(Schema(
 # benchmarks/energy.py on an NVIDIA GPU with NVML (``energy_<gpu>.json``).
 register(Schema(
     "energy", command="python benchmarks/energy.py (needs an NVIDIA GPU with NVML)",
-    required_fields={"case": str, "kernel": str, "M": int, "N": int, "K": int, "density": NUMBER, "block": int,
+    required_fields={"label": str, "kernel": str, "M": int, "N": int, "K": int, "density": NUMBER, "block": int,
                      "dtype": str, "kind": str, "scope": str, "joules_per_call": NUMBER, "ms_per_call": NUMBER,
                      "avg_watts": NUMBER},
     optional_fields={"energy_ratio_vs_dense": NUMBER, "dynamic_joules_per_call": OPT_NUMBER, "repeats": int,
@@ -150,7 +150,7 @@ register(Schema(
 register(Schema(
     "moe_kernels", command="python benchmarks/moe.py (on an NVIDIA GPU; --smoke on a CPU)",
     required_fields={"T": int, "ms": dict, "time_vs_dense": dict},
-    extra={"gpu": str, "smoke": bool}))
+    extra={"benchmark": str, "device": str, "smoke": bool}))
 
 # benchmarks/llm_prune_sweep.py: SmolLM2-135M pruned by each method and pattern.
 register(Schema(
@@ -269,17 +269,16 @@ def read(name_or_path: str | Path, schema: str | Schema) -> dict:
     return check(data, s, str(path))
 
 
-def write(name: str | Path, rows: Sequence[Mapping], *, script: str, schema: str | Schema,
-          extra: Mapping | None = None, command: str | None = None, folder: Path | str | None = None,
-          date: str | None = None, machine_text: str | None = None, versions_used: Mapping | None = None) -> Path:
-    """Validate ``rows`` and write them as one envelope; return the path written.
+def envelope(rows: Sequence[Mapping], *, script: str, schema: str | Schema, extra: Mapping | None = None,
+             command: str | None = None, date: str | None = None, machine_text: str | None = None,
+             versions_used: Mapping | None = None) -> dict:
+    """The envelope :func:`write` writes, checked against ``schema`` (for a script that also returns it).
 
-    ``name``: a file name in ``folder`` (default :data:`RESULTS_DIR`), or a path. ``script``: the
-    script that produced the rows (relative to the repository). ``extra``: further top-level fields
-    (the schema says which are required). ``command``: how to rebuild this file (default: the schema's).
-    ``date``, ``machine_text`` and ``versions_used`` default to today, this machine and the running
-    versions; they are given only when re-shaping a file measured elsewhere (``scripts/reshape_results.py``).
-    The write is atomic (a unique temporary file, then a rename), so a reader never sees half a file.
+    ``script``: the script that produced the rows (relative to the repository). ``extra``: further
+    top-level fields (the schema says which are required). ``command``: how to rebuild the file
+    (default: the schema's). ``date``, ``machine_text`` and ``versions_used`` default to today, this
+    machine and the running versions; they are given only when re-shaping a file measured elsewhere
+    (``scripts/reshape_results.py``).
     """
     s = _schema(schema)
     if not isinstance(script, str) or not script:
@@ -292,8 +291,27 @@ def write(name: str | Path, rows: Sequence[Mapping], *, script: str, schema: str
             "date": date or dt.date.today().isoformat(), "machine": machine_text or machine(),
             "versions": dict(versions_used) if versions_used is not None else versions(),
             "rows": [dict(r) for r in rows], **extra}
+    return check(data, s, f"<{s.name} results from {script}>")  # never build what read() would refuse
+
+
+def write(name: str | Path, rows: Sequence[Mapping], *, script: str, schema: str | Schema,
+          extra: Mapping | None = None, command: str | None = None, folder: Path | str | None = None,
+          date: str | None = None, machine_text: str | None = None, versions_used: Mapping | None = None) -> Path:
+    """Validate ``rows`` and write them as one envelope (see :func:`envelope`); return the path written.
+
+    ``name``: a file name in ``folder`` (default :data:`RESULTS_DIR`), or a path. The write is atomic
+    (a unique temporary file, then a rename), so a reader never sees half a file.
+    """
     path = path_of(name, folder)
-    check(data, s, str(path))  # never write a file that read() would refuse
+    data = envelope(rows, script=script, schema=schema, extra=extra, command=command, date=date,
+                    machine_text=machine_text, versions_used=versions_used)
+    write_envelope(path, data)
+    return path
+
+
+def write_envelope(path: Path | str, data: Mapping) -> None:
+    """Write an envelope made by :func:`envelope` to ``path``, atomically (unique temporary file, then rename)."""
+    path = Path(path)
     text = json.dumps(data, indent=1, allow_nan=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -304,8 +322,6 @@ def write(name: str | Path, rows: Sequence[Mapping], *, script: str, schema: str
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
-
 
 def one(rows: Sequence[Mapping], **fields) -> dict:
     """The one row whose fields equal ``fields``; a missing or doubled row is an error, never a wrong number."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from labkit import results
 from labkit.backend import detect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +29,9 @@ def test_smoke_run_writes_rows_with_the_issue_columns(tmp_path):
     out = tmp_path / "kernels_smoke.json"
     result = bench.main(["--smoke", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert results.read(out, "kernels")["rows"] == result["rows"]  # a valid results envelope
     assert result["smoke"] is True and result["errors"] == [] and result["complete"]
-    assert {"gpu", "torch", "triton", "date"} <= set(result)
+    assert {"gpu", "versions", "date", "machine"} <= set(result) and {"torch", "triton"} <= set(result["versions"])
     cols = ["kernel", "M", "N", "K", "dtype", "density", "block", "ms", "dense_ms", "baseline", "baseline_ms",
             "speedup_vs_dense", "speedup_vs_baseline"]
     assert result["columns"] == cols
