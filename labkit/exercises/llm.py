@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import torch
 
-from labkit.exercises import call, check_callable, expect, passed, unanswered
+from labkit.exercises import ExerciseError, call, check_callable, expect, passed, unanswered
 
 # SmolLM2-135M's shapes (30 blocks, width 576, FFN 1536, 3 key-value heads of 64, vocabulary 49,152),
 # so the checks below need no model.
@@ -108,9 +108,9 @@ def check_highest_sparsity(answer, measured: Mapping[float, float] | None = None
     name = "Exercise 6.4 (how far can Wanda go?)"
     if unanswered(answer, name):
         return False
-    expect(isinstance(measured, Mapping) and 0.0 in measured,
-           f"{name}: pass your measurements too: check_highest_sparsity(answer, measured) with measured = "
-           "{0.0: dense perplexity, 0.3: ..., ...}")
+    if not isinstance(measured, Mapping) or 0.0 not in measured:
+        raise ExerciseError(f"{name}: pass your measurements too: check_highest_sparsity(answer, measured) with "
+                            "measured = {0.0: dense perplexity, 0.3: ..., ...}")
     pruned = {s: p for s, p in measured.items() if s > 0}
     expect(len(pruned) >= 3, f"{name}: measure at least three sparsities (you have {len(pruned)}), so the "
                              "1.5x line falls between two of them.")
