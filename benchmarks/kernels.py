@@ -61,14 +61,10 @@ def log(*a) -> None:
 
 
 def timer(device: str):
-    """Median milliseconds of a call: do_bench on a GPU, a few wall-clock repeats on a CPU."""
-    if device == "cuda":
-        from triton.testing import do_bench
+    """Median milliseconds of a call (:func:`labkit.utils.time_ms`): do_bench on a GPU, one sample on a CPU."""
+    from labkit.utils import time_ms
 
-        return lambda fn: do_bench(fn, warmup=10, rep=40, return_mode="median")
-    from labkit.utils import median_time
-
-    return lambda fn: median_time(fn, repeats=1, warmup=0) * 1e3
+    return lambda fn: time_ms(fn, cuda=device == "cuda", repeats=1, warmup=0)
 
 
 class Run:

@@ -32,7 +32,7 @@ from labkit.kernels import runtime as rt
 
 import labkit  # noqa: F401  (sets TRITON_INTERPRET=1 when there is no GPU, before triton loads)
 from labkit import results
-from labkit.utils import median_time
+from labkit.utils import time_ms
 
 
 def make_weights(E: int, d: int, ff: int, dtype: torch.dtype, device: str, seed: int = 0):
@@ -73,11 +73,8 @@ def dense_swiglu(xt, w1, w3, w2):
 
 
 def timer(cuda: bool):
-    if cuda:
-        import triton.testing
-
-        return lambda fn: float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
-    return lambda fn: 1e3 * median_time(fn, repeats=3, warmup=1)
+    """Median milliseconds of a call (:func:`labkit.utils.time_ms`)."""
+    return lambda fn: time_ms(fn, cuda=cuda, repeats=3, warmup=1)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

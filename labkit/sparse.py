@@ -369,12 +369,8 @@ class SparseLinear(nn.Module):
         for fmt in self.candidates(x.device):
             fn = (lambda f=fmt: self.run(xb, f)) if x.is_cuda else (lambda f=fmt: self._torch_run(xb, f))
             try:
-                if x.is_cuda:
-                    from triton.testing import do_bench
-                    times[fmt] = do_bench(fn, warmup=5, rep=20, return_mode="median")
-                else:
-                    from labkit.utils import median_time
-                    times[fmt] = median_time(fn, repeats=5, warmup=1) * 1e3
+                from labkit.utils import time_ms  # do_bench on a GPU, wall-clock median elsewhere
+                times[fmt] = time_ms(fn, cuda=x.is_cuda, repeats=5, warmup=1)
             except Exception as e:  # a path that cannot run here is simply not a candidate
                 warnings.warn(f"SparseLinear: format {fmt} failed while measuring ({e!r}); skipped", stacklevel=2)
         self.timings[bucket] = times

@@ -43,22 +43,16 @@ def live_gpu_rows(n: int = 4096, k: int = 4096, tokens=(16, 4096), densities=(0.
     """Time dense ``F.linear``, the lab's ``bsr_linear`` and (on a GPU) torch's ``bsr_dense_mm`` here and now.
 
     Rows are :func:`kernel_row` rows. ``timer(fn) -> ms`` defaults to ``triton.testing.do_bench`` on a
-    GPU and :func:`labkit.utils.median_time` elsewhere.
+    GPU and :func:`labkit.utils.median_time` elsewhere (both through :func:`labkit.utils.time_ms`).
     """
     from labkit.kernels.patterns import block_sparse
 
     formats.check_block(block)
     if timer is None:
-        if device == "cuda":
-            from triton.testing import do_bench
+        from labkit.utils import time_ms
 
-            def timer(fn):
-                return do_bench(fn, warmup=10, rep=40, return_mode="median")
-        else:
-            from labkit.utils import median_time
-
-            def timer(fn):
-                return median_time(fn, repeats=1, warmup=0) * 1e3
+        def timer(fn):
+            return time_ms(fn, cuda=device == "cuda", repeats=1, warmup=0)
     rows = []
     gen = torch.Generator().manual_seed(0)
     for m in tokens:
