@@ -51,7 +51,7 @@ MARGIN = 1.05
 #: "auto" keeps (and times) CSR only at or below this density: CSR moves 3x the bytes of dense per
 #: kept weight and runs without tensor cores, so above it CSR cannot win (kernels/csr_linear.py).
 CSR_MAX_DENSITY = 0.1
-from labkit.utils import RESULTS_DIR  # noqa: E402
+from labkit.results import RESULTS_DIR  # noqa: E402
 
 
 def gpu_results_path(device: torch.device | str = "cuda") -> Path | None:
@@ -503,7 +503,7 @@ _MOVED = {"CUDA_CORE_RATIO": "labkit.roofline", "format_bytes": "labkit.roofline
           "roofline_figure": "labkit.figures.kernels", "lab_results_figure": "labkit.figures.kernels",
           "pytorch_baselines_figure": "labkit.figures.kernels", "pytorch_baselines_table": "labkit.figures.kernels",
           "baseline_facts": "labkit.figures.kernels", "live_gpu_rows": "labkit.experiments.kernel_timings",
-          "lab_results_files": "labkit.experiments.kernel_timings", "gpu_curves": "labkit.experiments.kernel_timings"}
+          "lab_results_files": "labkit.experiments.kernel_timings", "gpu_curves": "labkit.figures.kernels"}
 
 
 def __getattr__(name: str):  # notebook alias: remove at merge (imported lazily: no cycle, no layer break)

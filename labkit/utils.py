@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from labkit import checks
-from labkit.results import RESULTS_DIR  # noqa: F401  (moved to labkit.results; alias until its users move)
 
 #: Thread count notebooks pin, so CPU results agree between a laptop and CI (2 cores). ``LABKIT_THREADS``
 #: overrides it: CI's second-CPU pass uses 1 to act as a different machine (``make test-other-cpu``).
@@ -59,26 +58,6 @@ def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 2, min
                 break
         samples.append(elapsed / n)
     return float(np.median(samples))
-
-
-def time_ms(fn: Callable[[], object], *, cuda: bool | None = None, repeats: int = 5, warmup: int = 1) -> float:
-    """Median milliseconds of one call of ``fn()``: the lab's one timer, for notebooks and benchmarks alike.
-
-    On a CUDA GPU (``cuda=None``: whenever torch sees one) it is ``triton.testing.do_bench`` (CUDA
-    events, the L2 cache flushed between calls, Triton's default 25 ms warm-up and 100 ms of samples);
-    elsewhere :func:`median_time` with ``repeats`` samples after ``warmup`` calls.
-    """
-    if not callable(fn):
-        raise TypeError(f"fn must be a function taking no arguments, got {type(fn).__name__}")
-    if cuda is None:
-        cuda = torch.cuda.is_available()
-    if not isinstance(cuda, bool):
-        raise TypeError(f"cuda must be True, False or None (auto), got {cuda!r}")
-    if cuda:
-        from triton.testing import do_bench
-
-        return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
-    return 1e3 * median_time(fn, repeats=repeats, warmup=warmup)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -76,7 +76,7 @@ def test_baseline_readers_fail_loudly_on_a_damaged_file(tmp_path):
 def test_gpu_curves_without_gpu_say_where_numbers_come_from():
     if torch.cuda.is_available():
         pytest.skip("on a GPU the figure is measured live")
-    fig, text = kt.gpu_curves()
+    fig, text = fk.gpu_curves()
     assert len(fig.data) > 0
     if not kt.lab_results_files():
         assert "have not been timed on a GPU yet" in text and "H200" in text
@@ -111,6 +111,6 @@ def test_lab_results_figure_from_live_rows_on_cpu():
 def test_notebook_aliases_still_resolve():
     from labkit import sparse
 
-    assert sparse.measured_roofs is roofline.measured_roofs and sparse.gpu_curves is kt.gpu_curves
+    assert sparse.measured_roofs is roofline.measured_roofs and sparse.gpu_curves is fk.gpu_curves
     with pytest.raises(AttributeError):
         sparse.no_such_name  # noqa: B018

@@ -3,21 +3,16 @@
 * :func:`kernel_row`: one timing row in the ``kernels`` results schema (shared with ``benchmarks/kernels.py``).
 * :func:`live_gpu_rows`: time dense ``F.linear``, the lab's ``bsr_linear`` and torch's ``bsr_dense_mm`` now.
 * :func:`lab_results_files`: committed ``benchmarks/kernels.py`` runs on a GPU, newest first.
-* :func:`gpu_curves`: the notebook's GPU figure and where its numbers come from.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
-import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
 from labkit import formats, results
-from labkit.figures import kernels as kernel_figures
-from labkit.kernels import runtime as rt
 from labkit.kernels.bsr_linear import bsr_linear
 
 #: The fields of a row, in order (the ``kernels`` schema of :mod:`labkit.results`).
@@ -85,26 +80,3 @@ def lab_results_files(results_dir: Path | str | None = None) -> list[Path]:
             if not data["smoke"]:
                 found.append((data["date"], p))
     return [p for _, p in sorted(found, reverse=True)]
-
-
-def gpu_curves() -> tuple[go.Figure, str]:
-    """The notebook's GPU figure and a sentence saying where its numbers come from.
-
-    Live measurements when a GPU is present; else the newest committed ``benchmarks/kernels.py``
-    result; else PyTorch's own paths measured on an H200, saying the lab's kernels are not timed yet.
-    """
-    if torch.cuda.is_available() and not rt.interpreting():
-        name = torch.cuda.get_device_name()
-        result = {"gpu": name, "date": dt.date.today().isoformat(), "rows": live_gpu_rows()}
-        return kernel_figures.lab_results_figure(result, n=4096, k=4096), f"Measured live on this machine's {name}."
-    files = lab_results_files()
-    if files:
-        result = results.read(files[0], "kernels")
-        versions = result["versions"]
-        return (kernel_figures.lab_results_figure(result),
-                f"Measured by benchmarks/kernels.py on {result['gpu']} on {result['date']} "
-                f"(file {files[0].name}; torch {versions.get('torch')}, triton {versions.get('triton')}).")
-    return (kernel_figures.pytorch_baselines_figure(),
-            "No GPU here, and the lab's own kernels have not been timed on a GPU yet (no benchmarks/kernels.py "
-            f"results file). Shown instead: PyTorch's own sparse paths, measured on an NVIDIA H200 on 2026-11-28 "
-            f"by benchmarks/pytorch_baselines.py ({results.PYTORCH_BASELINES.name}).")

@@ -5,15 +5,21 @@
   ``benchmarks/kernels.py`` rows (a committed GPU file, or live rows).
 * :func:`pytorch_baselines_figure`, :func:`pytorch_baselines_table`, :func:`baseline_facts`: PyTorch's
   own sparse paths measured on an H200 (rows of :func:`labkit.results.pytorch_baselines`).
+* :func:`gpu_curves`: the notebook's GPU figure (live timings on a GPU, else committed ones) and a
+  sentence saying where its numbers come from.
 """
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
+import torch
 
 from labkit import results, roofline
+from labkit.experiments import kernel_timings
 from labkit.figures import rounded, style
+from labkit.kernels import runtime as rt
 
 
 def _baselines(rows: Sequence[dict] | None) -> list[dict]:
@@ -123,3 +129,26 @@ def baseline_facts(rows: Sequence[dict] | None = None) -> list[str]:
         r = results.one(rows, op="semi_structured_linear", M=m, N=8192, K=8192)
         out.append(f"2:4 through to_sparse_semi_structured (cuSPARSELt), {m} tokens: {r['speedup_vs_dense']}x dense")
     return out
+
+
+def gpu_curves() -> tuple[go.Figure, str]:
+    """The notebook's GPU figure and a sentence saying where its numbers come from.
+
+    Live measurements when a GPU is present; else the newest committed ``benchmarks/kernels.py``
+    result; else PyTorch's own paths measured on an H200, saying the lab's kernels are not timed yet.
+    """
+    if torch.cuda.is_available() and not rt.interpreting():
+        name = torch.cuda.get_device_name()
+        result = {"gpu": name, "date": dt.date.today().isoformat(), "rows": kernel_timings.live_gpu_rows()}
+        return lab_results_figure(result, n=4096, k=4096), f"Measured live on this machine's {name}."
+    files = kernel_timings.lab_results_files()
+    if files:
+        result = results.read(files[0], "kernels")
+        versions = result["versions"]
+        return (lab_results_figure(result),
+                f"Measured by benchmarks/kernels.py on {result['gpu']} on {result['date']} "
+                f"(file {files[0].name}; torch {versions.get('torch')}, triton {versions.get('triton')}).")
+    return (pytorch_baselines_figure(),
+            "No GPU here, and the lab's own kernels have not been timed on a GPU yet (no benchmarks/kernels.py "
+            f"results file). Shown instead: PyTorch's own sparse paths, measured on an NVIDIA H200 on 2026-11-28 "
+            f"by benchmarks/pytorch_baselines.py ({results.PYTORCH_BASELINES.name}).")

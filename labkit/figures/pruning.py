@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from labkit.plots import rounded, style
+from labkit.figures import rounded, style
 
 
 def storage_figure(sizes: dict[str, dict[str, int]], title: str | None = "Bytes to store the weights") -> go.Figure:

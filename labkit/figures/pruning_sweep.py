@@ -9,7 +9,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from labkit.experiments.pruning_sweep import LABELS, find, summarize
-from labkit.plots import COLORS, rounded, style
+from labkit.figures import COLORS, rounded, style
 
 
 def kept_axis(fig: go.Figure) -> go.Figure:

@@ -15,8 +15,8 @@ from plotly.subplots import make_subplots
 
 from labkit import results
 from labkit.data import TextCorpus
+from labkit.figures import COLORS, rounded, style
 from labkit.moe.tiny_gpt import TinyGPT, TrainResult
-from labkit.plots import COLORS, rounded, style
 
 #: Character classes for "what each expert prefers".
 CHAR_CLASSES = {
@@ -193,7 +193,7 @@ def exchange_diagram(send_counts: Sequence[Sequence[int]]) -> go.Figure:
 # ------------------------------------------------------------------------------------------------
 # Committed results (written by benchmarks/moe.py and benchmarks/moe_train_sweep.py)
 # ------------------------------------------------------------------------------------------------
-from labkit.utils import RESULTS_DIR  # noqa: E402
+from labkit.results import RESULTS_DIR  # noqa: E402
 
 
 def load_train_sweep(path: Path | str | None = None) -> dict:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from labkit import results
 from labkit.moe.layers import MoEFeedForward, capacity_mask, count_parameters, expert_capacity
-from labkit.utils import RESULTS_DIR
+from labkit.results import RESULTS_DIR
 
 EXPERTS = (2, 4, 8, 16)
 TOP_K = (1, 2, 3, 4)

@@ -5,7 +5,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from labkit.data import Split
-from labkit.plots import rounded, style
+from labkit.figures import rounded, style
 
 
 class DigitBrowser(widgets.VBox):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
+from labkit.figures import COLORS, style
 from labkit.moe.routing_grid import (
     BALANCE_WEIGHTS,
     CAPACITY_FACTORS,
@@ -18,7 +19,6 @@ from labkit.moe.routing_grid import (
     cf_key,
     load_routing_grid,
 )
-from labkit.plots import COLORS, style
 
 
 def capacity_line(capacity: int) -> dict:
