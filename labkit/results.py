@@ -323,6 +323,23 @@ def write_envelope(path: Path | str, data: Mapping) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
 
+def find(schema: str | Schema, folder: Path | str | None = None, pattern: str = "*.json") -> list[Path]:
+    """Files in ``folder`` (default :data:`RESULTS_DIR`) whose envelope says ``schema``, by name.
+
+    Other JSON files are passed over; a file of this schema is not checked here (:func:`read` does that).
+    """
+    s = _schema(schema)
+    found = []
+    for path in sorted(Path(folder if folder is not None else RESULTS_DIR).glob(pattern)):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # not a results envelope of any kind
+        if isinstance(data, dict) and data.get("schema") == s.name:
+            found.append(path)
+    return found
+
+
 def one(rows: Sequence[Mapping], **fields) -> dict:
     """The one row whose fields equal ``fields``; a missing or doubled row is an error, never a wrong number."""
     sel = [r for r in rows if all(r.get(k) == v for k, v in fields.items())]

@@ -116,3 +116,21 @@ def test_baselines_have_structured_fields():
 def test_every_benchmark_output_has_a_schema():
     assert {"pruning_sweep", "moe_train", "moe_routing_grid", "pytorch_baselines", "kernels", "energy",
             "llm_prune"} <= set(results.SCHEMAS)
+
+
+def test_find_lists_files_of_one_schema(tmp_path):
+    _write(tmp_path)
+    (tmp_path / "other.json").write_text('{"schema": "kernels", "rows": []}')
+    (tmp_path / "junk.json").write_text("{not json")
+    assert results.find("moe_train", tmp_path) == [tmp_path / "train.json"]
+    assert results.find("kernels", tmp_path) == [tmp_path / "other.json"]
+    assert results.find("moe_train", tmp_path / "nowhere") == []
+
+
+def test_one_selects_exactly_one_row():
+    rows = [{"M": 1, "op": "a"}, {"M": 2, "op": "a"}, {"M": 2, "op": "a"}]
+    assert results.one(rows, M=1) == {"M": 1, "op": "a"}
+    with pytest.raises(ValueError, match="found 2"):
+        results.one(rows, M=2)
+    with pytest.raises(ValueError, match="found 0"):
+        results.one(rows, M=3)

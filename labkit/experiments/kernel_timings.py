@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -70,13 +69,8 @@ def live_gpu_rows(n: int = 4096, k: int = 4096, tokens=(16, 4096), densities=(0.
 def lab_results_files(results_dir: Path | str | None = None) -> list[Path]:
     """Committed ``benchmarks/kernels.py`` results (full runs on a GPU, not smoke runs), newest date first."""
     found = []
-    for p in sorted(Path(results_dir or results.RESULTS_DIR).glob("*.json")):
-        try:
-            schema = json.loads(p.read_text()).get("schema")
-        except (OSError, ValueError, AttributeError):
-            continue  # not a results envelope of any kind: not ours to judge
-        if schema == "kernels":
-            data = results.read(p, "kernels")  # a damaged kernels file is an error, not skipped
-            if not data["smoke"]:
-                found.append((data["date"], p))
+    for p in results.find("kernels", results_dir):
+        data = results.read(p, "kernels")  # a damaged kernels file is an error, not skipped
+        if not data["smoke"]:
+            found.append((data["date"], p))
     return [p for _, p in sorted(found, reverse=True)]
