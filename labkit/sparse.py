@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labkit.formats import FORMATS as FORMAT_REGISTRY  # noqa: E402 - each format's kernel constraints
 from labkit.formats import KERNEL_FORMATS as FORMATS  # noqa: E402 - the formats with a lab kernel
 from labkit.kernels import runtime as rt
 from labkit.kernels.bsr_linear import check_bsr_weight
@@ -150,10 +151,10 @@ class SparseLinear(nn.Module):
         self.available = ["dense", "csr"]  # CSR is dropped below for "auto" above CSR_MAX_DENSITY
         if block is not None:
             self.available.append("bsr")
-        if self.in_features % 8 == 0 and bool(((w.reshape(-1, 4) != 0).sum(1) <= 2).all()):
+        if FORMAT_REGISTRY["2:4"].fits(w):  # 2:4 pattern and in_features % 8 == 0 (labkit.formats)
             self.available.append("2:4")
         if format != "auto" and format not in self.available:
-            why = "the weight is not 2:4 sparse (at most 2 nonzeros in each group of 4 inputs, in_features % 8 == 0)"
+            why = FORMAT_REGISTRY["2:4"].why_not(w)
             raise ValueError(f"format={format!r} does not fit this weight: {why}; use 'auto' or another format")
         if format == "auto" and self.density > CSR_MAX_DENSITY:
             self.available.remove("csr")  # hopeless above this density (see kernels/csr_linear.py): not kept
