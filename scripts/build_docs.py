@@ -10,7 +10,8 @@ The site works offline and stays small:
 - ipywidgets need a live kernel, so a widget output becomes a note that says to run the notebook in
   JupyterLab; a finished tqdm progress bar is shown as its text.
 - the landing page is ``docs/index.md`` with the README's notebook table (the first markdown table under
-  a heading containing "Notebooks") put in place of ``{{ notebook_table }}``.
+  a heading containing "Notebooks") put in place of ``{{ notebook_table }}``; ``docs/instructors.md``
+  (the instructor guide) becomes ``instructors.html``, linked from the landing page.
 
 Usage: python scripts/build_docs.py [--out _build/docs]
 """
@@ -75,7 +76,7 @@ def link_notebooks(fragment: str, stems: list[str]) -> str:
     for stem in stems:
         fragment = re.sub(rf'href="[^"]*?{re.escape(stem)}\.ipynb"', f'href="{stem}.html"', fragment)
         fragment = re.sub(rf"(<a [^>]*>)?<code>((?:notebooks/)?{re.escape(stem)}(?:\.ipynb)?)</code>",
-                          lambda m: m.group(0) if m.group(1) else f'<a href="{stem}.html">{m.group(0)}</a>',
+                          lambda m, stem=stem: m.group(0) if m.group(1) else f'<a href="{stem}.html">{m.group(0)}</a>',
                           fragment)
     return fragment
 
@@ -184,7 +185,10 @@ def build(out: Path, notebooks: Path = ROOT / "notebooks", readme: Path = ROOT /
         exporter = HTMLExporter(template_name="labsite", extra_template_basedirs=[str(DOCS / "templates")],
                                 theme="light")
         exporter.register_preprocessor(StaticOutputs(stem, stems), enabled=True)
-        neighbour = lambda j: {"href": f"{stems[j]}.html", "name": stems[j]} if 0 <= j < len(stems) else None
+
+        def neighbour(j: int) -> dict | None:
+            return {"href": f"{stems[j]}.html", "name": stems[j]} if 0 <= j < len(stems) else None
+
         resources = {"metadata": {"name": titles[stem] or stem},
                      "labsite": {"title": "Sparse Models Lab", "notebook": path.name, "prev": neighbour(i - 1),
                                  "next": neighbour(i + 1), "download": f"notebooks/{path.name}"}}
@@ -195,6 +199,9 @@ def build(out: Path, notebooks: Path = ROOT / "notebooks", readme: Path = ROOT /
     readme_text = Path(readme).read_text(encoding="utf-8") if Path(readme).exists() else ""
     page, warnings = landing_page(readme_text, stems, titles)
     (out / "index.html").write_text(page, encoding="utf-8")
+    guide = (DOCS / "instructors.md").read_text(encoding="utf-8")
+    (out / "instructors.html").write_text(
+        page_shell("Instructor guide - Sparse Models Lab", link_notebooks(_markdown(guide), stems)), encoding="utf-8")
     return warnings
 
 

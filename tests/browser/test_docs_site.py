@@ -127,6 +127,25 @@ def test_built_site_has_every_notebook_and_ships_plotly_js_once(site: Path):
         assert not re.search(r'<(script|link)[^>]+(src|href)="(https?:)?//', page), f"{path.stem}: remote asset"
 
 
+def test_instructor_guide_is_built_and_linked_from_the_landing_page(site: Path):
+    index = (site / "index.html").read_text()
+    assert 'href="instructors.html"' in index
+    guide = (site / "instructors.html").read_text()
+    assert "<h1>Instructor guide" in guide and "<table>" in guide  # markdown rendered, agenda table included
+    # built from measured run times and stated study times, with a core path and optional parts
+    for needed in ("Run time", "Study time", "Optional parts", "--no-index --find-links", "labkit doctor",
+                   "Answers to the exercises", "06"):
+        assert needed in guide, needed
+    # every notebook has its answers in the guide (00-05 on the core path, 06 optional)
+    for path in notebook_paths():
+        assert f"<strong>{path.stem[:2]} " in guide, path.stem
+
+
+def test_readme_links_the_instructor_guide():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "(docs/instructors.md)" in readme
+
+
 @pytest.mark.browser
 def test_built_site_draws_every_figure_offline_in_chromium(site: Path, browser):
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
