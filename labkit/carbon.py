@@ -124,6 +124,8 @@ def footprint(joules: float, region: str, *, pue: float = 1.0, price_per_kwh: fl
     joules (``measured``, ``sampled``, ``estimated`` or ``assumed``), carried into the result's label.
     """
     joules = _check_number("joules", joules, minimum=0.0)
+    if not isinstance(currency, str) or not currency:
+        raise TypeError(f"currency must be a currency code such as 'USD', got {currency!r}")
     pue = _check_number("pue", pue)
     if pue < 1.0:
         raise ValueError(f"pue must be >= 1.0 (1.0 = device energy only; data centres average about 1.58), got {pue:g}")

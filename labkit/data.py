@@ -118,6 +118,8 @@ class TextCorpus:
 
     def encode(self, s: str) -> torch.Tensor:
         """Characters to token ids; characters outside the vocabulary raise ValueError."""
+        if not isinstance(s, str):
+            raise TypeError(f"s must be a str, got {type(s).__name__}")
         index = {c: i for i, c in enumerate(self.chars)}
         missing = sorted({c for c in s if c not in index})
         if missing:
@@ -126,7 +128,12 @@ class TextCorpus:
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         """Token ids back to text."""
+        if isinstance(ids, torch.Tensor) and (ids.is_floating_point() or ids.dim() > 1):
+            raise TypeError(f"ids must be a 1-D integer tensor or a list of ints, got {ids.dtype} of shape "
+                            f"{tuple(ids.shape)}")
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        ids = [checks.nonneg_int(f"ids[{i}]", v) if not isinstance(v, int) or isinstance(v, bool) else v
+               for i, v in enumerate(ids)]
         bad = [i for i in ids if not 0 <= int(i) < self.vocab_size]
         if bad:
             raise ValueError(f"ids must lie in [0, {self.vocab_size}), got {bad[:5]}")

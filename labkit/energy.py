@@ -85,6 +85,7 @@ class Reading:
     note: str = ""
 
     def __post_init__(self) -> None:
+        checks.finite("value", self.value)  # a NaN reading is a broken sensor, never a number to add up
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.unit not in ("J", "s", "W"):
@@ -632,6 +633,10 @@ class EnergyReport:
     unavailable: tuple[SensorStatus, ...] = ()
     warnings: tuple[str, ...] = ()
     idle_watts: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks.positive_int("repeats", self.repeats)
+        checks.positive_int("items", self.items)  # joules per item divides by items x repeats
 
     def energy_readings(self, kind: str | None = None) -> list[Reading]:
         """Readings in joules, optionally of one kind only."""

@@ -75,7 +75,7 @@ def as_matrix(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _check_matrix_weight(weight: object) -> torch.Tensor:
-    w = checks.tensor("weight", weight, dim=(2, 4))
+    w = checks.tensor("weight", weight, dim=(2, 4), nonempty=True)
     return as_matrix(w.detach())
 
 

@@ -148,9 +148,13 @@ def check_rows(rows: Sequence[dict], key: str) -> None:
     if not isinstance(rows, Sequence) or not rows or not all(isinstance(r, dict) for r in rows):
         raise TypeError("rows must be the non-empty list of dicts that cpu_linear_latency returns")
     checks.choice("key", key, PATHS)
-    missing = [k for k in ("sparsity", "dense_ms", key) if k not in rows[0]]
-    if missing:
-        raise ValueError(f"rows lack the keys {missing}; pass the output of cpu_linear_latency")
+    for i, r in enumerate(rows):
+        missing = [k for k in ("sparsity", "dense_ms", key) if k not in r]
+        if missing:
+            raise ValueError(f"rows[{i}] lacks the keys {missing}; pass the output of cpu_linear_latency")
+        checks.fraction(f"rows[{i}]['sparsity']", r["sparsity"])
+        for k in ("dense_ms", key):
+            checks.finite(f"rows[{i}][{k!r}]", r[k], low=0.0)
 
 
 def crossover(rows: Sequence[dict], key: str = "csr_ms", margin: float = 0.1) -> float | None:

@@ -79,6 +79,7 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        checks.tensor("x", x)
         if x.dim() > 2:  # accept images (n, 1, 8, 8) as well as flat rows (n, 64)
             x = x.flatten(1)
         if x.shape[-1] != self.in_features:
@@ -123,6 +124,7 @@ class SmallCNN(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        checks.tensor("x", x)
         if x.dim() == 2:  # accept flat rows (n, 64) as well as images (n, 1, 8, 8)
             x = x.reshape(-1, 1, self.image_size, self.image_size)
         if tuple(x.shape[1:]) != (1, self.image_size, self.image_size):

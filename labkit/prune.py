@@ -521,6 +521,8 @@ def cubic_sparsity(step: int, final_sparsity: float, begin_step: int, end_step: 
     """
     final_sparsity = check_sparsity(final_sparsity, "final_sparsity")
     initial_sparsity = check_sparsity(initial_sparsity, "initial_sparsity")
+    step = checks.nonneg_int("step", step)
+    begin_step, end_step = checks.nonneg_int("begin_step", begin_step), checks.nonneg_int("end_step", end_step)
     if not 0 <= begin_step < end_step:
         raise ValueError(f"need 0 <= begin_step < end_step, got begin_step={begin_step}, end_step={end_step}")
     if step <= begin_step:
@@ -574,7 +576,9 @@ def prune_and_finetune(model: nn.Module, train_split: Split, method: str, sparsi
             share = epochs // rounds + (1 if r <= epochs % rounds else 0)
             train(model, train_split, epochs=share, lr=lr, seed=seed + r, progress=progress)
     else:
-        prune_epochs = max(1, (2 * epochs) // 3) if prune_epochs is None else prune_epochs
+        prune_epochs = max(1, (2 * epochs) // 3) if prune_epochs is None else checks.positive_int("prune_epochs",
+                                                                                                  prune_epochs)
+        updates_per_epoch = checks.positive_int("updates_per_epoch", updates_per_epoch)
         if not 1 <= prune_epochs <= epochs:
             raise ValueError(f"prune_epochs must be in [1, epochs={epochs}], got {prune_epochs}")
         per_epoch = steps_per_epoch(train_split)
@@ -605,6 +609,7 @@ def lottery_ticket(kind: str, train_split: Split, sparsity: float, *, epochs: in
     from labkit.train import train
 
     sparsity = check_sparsity(sparsity)
+    epochs, rewind_epoch = checks.positive_int("epochs", epochs), checks.nonneg_int("rewind_epoch", rewind_epoch)
     if not 0 <= rewind_epoch < epochs:
         raise ValueError(f"rewind_epoch must be in [0, epochs={epochs}), got {rewind_epoch}")
     model = build(kind, seed=seed)
@@ -652,12 +657,18 @@ def choose_layer_sparsity(scan: Mapping[str, Sequence[float]], sparsities: Seque
 
     A layer that loses more than ``max_drop`` even at the lowest scanned sparsity stays dense (0.0).
     """
+    if not isinstance(scan, Mapping):
+        raise TypeError(f"scan must be the dict {{layer: accuracies}} that sensitivity_scan returns, got "
+                        f"{type(scan).__name__}")
+    if isinstance(sparsities, str):
+        raise TypeError(f"sparsities must be a list of fractions such as (0.5, 0.9), got {sparsities!r}")
     sparsities = list(sparsities)
     max_drop = checks.fraction("max_drop", max_drop)  # 0.01 = one accuracy point
     dense_accuracy = checks.fraction("dense_accuracy", dense_accuracy, include_high=True)
     sparsities = [check_sparsity(s, f"sparsities[{i}]") for i, s in enumerate(sparsities)]
     chosen = {}
     for name, accs in scan.items():
+        accs = [checks.fraction(f"scan[{name!r}][{i}]", a, include_high=True) for i, a in enumerate(accs)]
         if len(accs) != len(sparsities):
             raise ValueError(f"scan[{name!r}] has {len(accs)} accuracies for {len(sparsities)} sparsities")
         ok = [s for s, a in zip(sparsities, accs, strict=True) if a >= dense_accuracy - max_drop]
