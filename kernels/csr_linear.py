@@ -134,7 +134,11 @@ def row_stats(weight: torch.Tensor) -> dict:
 
 
 def launch_order(weight: torch.Tensor, order: str = "natural", validate: bool = True) -> torch.Tensor:
-    """The rows in the order programs are launched: natural, or longest rows first (int32)."""
+    """The rows in the order programs are launched: natural, or longest rows first (int32).
+
+    Contract: ``weight`` a ``sparse_csr`` tensor (indices checked unless ``validate=False``),
+    ``order`` one of :data:`ORDERS`. The result is a permutation of ``0 .. N-1`` on its device.
+    """
     check_csr_weight(weight, validate=validate)
     checks.choice("order", order, ORDERS)
     n = weight.shape[0]

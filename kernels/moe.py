@@ -432,7 +432,10 @@ def moe_down(h: torch.Tensor, w2: torch.Tensor, gates: torch.Tensor, sorted_slot
 
 
 def moe_combine(y_slots: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Sum each token's ``top_k`` gated slot outputs (already weighted): ``(T, d_model)``."""
+    """Sum each token's ``top_k`` gated slot outputs (already weighted): ``(T, d_model)``.
+
+    Contract: ``y_slots`` 2-D with a multiple of ``top_k`` rows (token-major), ``top_k`` >= 1.
+    """
     checks.tensor("y_slots", y_slots, dim=2)
     top_k = checks.positive_int("top_k", top_k)
     if y_slots.shape[0] % top_k:
@@ -506,7 +509,10 @@ def _fused_moe_flops(x_shape, w1_shape, w3_shape, w2_shape, gates_shape, experts
 # ----------------------------------------------------------------------------------------------
 def moe_reference(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: torch.Tensor, gates: torch.Tensor,
                   experts: torch.Tensor, check_ids: bool = True) -> torch.Tensor:
-    """Plain torch: for each expert, gather its tokens, run the SwiGLU, scatter-add ``gate * output``."""
+    """Plain torch: for each expert, gather its tokens, run the SwiGLU, scatter-add ``gate * output``.
+
+    The same input contract as :func:`fused_moe` (checked by :func:`check_moe_inputs`); differentiable.
+    """
     check_moe_inputs(x, w1, w3, w2, gates, experts, check_ids)
     out = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
     for e in range(w1.shape[0]):

@@ -128,7 +128,8 @@ DECODE_MAX_TOKENS = 16
 def pack_24(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pack a 2:4 sparse dense weight (N, K) into ``(values (N, K/2), meta (N, K/8) uint8)``.
 
-    Raises ValueError if a group of 4 along K holds more than 2 nonzeros.
+    Contract: a dense 2-D floating tensor with K a multiple of 8 and at most 2 nonzeros in each
+    group of 4 along K (else a ValueError/TypeError). The metadata it writes is always valid.
     """
     if not isinstance(weight, torch.Tensor) or weight.layout != torch.strided:
         raise TypeError("weight must be a dense torch.Tensor (prune it to 2:4 first)")

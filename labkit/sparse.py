@@ -117,6 +117,21 @@ class SparseLinear(nn.Module):
 
     #: the mask buffer of each parameter that can hold stored zeros (kept positions: 1)
     _KEEP = {"weight": "weight_keep", "bsr_values": "bsr_keep", "s24_values": "s24_keep"}
+    # parameters and buffers (which of them exist depends on the format; see _pack)
+    weight: torch.Tensor
+    weight_keep: torch.Tensor
+    bsr_crow: torch.Tensor
+    bsr_col: torch.Tensor
+    bsr_values: torch.Tensor
+    bsr_keep: torch.Tensor
+    s24_values: torch.Tensor
+    s24_meta: torch.Tensor
+    s24_keep: torch.Tensor
+    csr_crow: torch.Tensor
+    csr_col: torch.Tensor
+    csr_values: torch.Tensor
+    csr_order: torch.Tensor
+    _torch24: torch.Tensor | None
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, format: str = "auto",
                  block: int | None = None, use_triton: bool | None = None):
@@ -181,6 +196,7 @@ class SparseLinear(nn.Module):
 
         if "bsr" in self._kept:
             block = self.block
+            assert block is not None  # "bsr" is kept only with a block size
             n_pad, k_pad = (math.ceil(d / block) * block for d in w.shape)
             bsr = F.pad(w, (0, k_pad - w.shape[1], 0, n_pad - w.shape[0])).to_sparse_bsr((block, block))
             self.register_buffer("bsr_crow", bsr.crow_indices())
@@ -375,7 +391,7 @@ class SparseLinear(nn.Module):
             except Exception as e:  # a path that cannot run here is simply not a candidate
                 warnings.warn(f"SparseLinear: format {fmt} failed while measuring ({e!r}); skipped", stacklevel=2)
         self.timings[bucket] = times
-        best = min(times, key=times.get)
+        best = min(times, key=lambda f: times[f])
         return best if times[best] * MARGIN < times["dense"] else "dense"
 
     def choose(self, m: int, x: torch.Tensor | None = None) -> str:

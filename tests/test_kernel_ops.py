@@ -132,3 +132,20 @@ def test_fused_moe_without_triton_falls_back_to_the_reference(tmp_path):
                          text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["ok", "True"]
+
+
+def test_pattern_generators_check_their_arguments():
+    from labkit.kernels.patterns import block_sparse, two_four, unstructured
+
+    assert (block_sparse(32, 32, 16, 0.5) != 0).float().mean() == pytest.approx(0.5, abs=0.05)
+    for bad in (float("nan"), 1.5, True, "0.5"):
+        with pytest.raises((TypeError, ValueError), match="density"):
+            block_sparse(32, 32, 16, bad)
+        with pytest.raises((TypeError, ValueError), match="density"):
+            unstructured(8, 8, bad)
+    with pytest.raises(ValueError, match="block=16 must divide"):
+        block_sparse(40, 32, 16, 0.5)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        two_four(4, 6)
+    with pytest.raises(TypeError, match="n must be an int"):
+        two_four(4.0, 8)
