@@ -40,9 +40,11 @@ lab: $(VENV)/.lab-installed
 	@if [ -n "$(ROOT_FLAG)" ]; then echo "Running as root: adding --allow-root to jupyter lab."; fi
 	@echo "Starting JupyterLab on http://127.0.0.1:$(PORT)/lab (the URL with its token is printed below)."
 	@# Rooted at the repository, so the file browser reaches labkit/ and kernels/ (the notebooks send you there),
-	@# and opened on notebooks/.
+	@# and opened on notebooks/. lab-settings/overrides.json turns autosave off: JupyterLab's plotly renderer
+	@# stores a PNG of every figure it draws, so autosave would rewrite notebooks you only read (save with Ctrl+S).
 	$(PY) -m jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
-		--ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(ROOT_FLAG) $(LAB_ARGS)
+		--ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+		--LabApp.app_settings_dir=$(CURDIR)/lab-settings $(ROOT_FLAG) $(LAB_ARGS)
 
 # make test runs make lint first: a lint finding fails the test command before any test runs.
 test: $(VENV)/.test-installed lint
@@ -62,7 +64,10 @@ lint: $(VENV)/.test-installed
 # (torch's fp32 GEMMs) limited to older instruction sets. Trained numbers then differ in the last digits
 # (tests/test_second_cpu.py shows it), so only what is the same on every CPU may be compared.
 OTHER_CPU_ENV := LABKIT_THREADS=1 OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_INSTRUCTIONS=SSE4_2
-NOTEBOOK_TESTS := -q -p no:cacheprovider notebooks/*.ipynb
+# tests/conftest.py (stderr not compared, labkit imported first) is loaded explicitly: pytest applies a
+# conftest only to tests under its own folder. NOTEBOOKS=notebooks/04_mixture_of_experts.ipynb runs one.
+NOTEBOOKS ?= notebooks/*.ipynb
+NOTEBOOK_TESTS = -q -p no:cacheprovider -p tests.conftest $(NOTEBOOKS)
 
 test-other-cpu: $(VENV)/.test-installed
 	@cache=$$(mktemp -d); rc=0; \

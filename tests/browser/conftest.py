@@ -5,10 +5,11 @@ own browser download is never used. Without Chromium they are skipped with a rea
 Set LABKIT_CHROMIUM=/path/to/chromium to use another Chromium build; LABKIT_REQUIRE_BROWSER=1 (set by .ci/run)
 turns the skip into a failure, so CI can never pass without them.
 
-JupyterLab runs on 127.0.0.1, a free port and a random token, with fresh workspace and settings folders, on a
-*copy* of notebooks/ so executed outputs can never be saved over the committed notebooks. The copy sits in a
-temporary folder beside symlinks to every other top-level entry of the repository, so relative paths such as
-``../benchmarks/results/x.json`` work exactly as they do from notebooks/.
+JupyterLab runs on 127.0.0.1, a free port and a random token, with fresh workspace and settings folders, rooted
+(as `make lab` is) at a temporary folder that mirrors the repository: a *copy* of notebooks/, so executed outputs
+can never be saved over the committed notebooks, beside symlinks to every other top-level entry, so relative
+paths such as ``../benchmarks/results/x.json`` work exactly as they do from notebooks/, and the file browser
+reaches labkit/ and kernels/.
 """
 from __future__ import annotations
 
@@ -34,11 +35,12 @@ ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_CANDIDATES = ["/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser"]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-# JupyterLab settings for a test run: never autosave (belt and braces: the notebooks are a copy anyway),
-# attach every cell to the DOM (no virtual scrolling, so every output is rendered and countable),
+# The lab's own settings, as `make lab` uses them (autosave off: lab-settings/overrides.json).
+APP_SETTINGS = ROOT / "lab-settings"
+# JupyterLab settings for a test run, on top: attach every cell to the DOM
+# (no virtual scrolling, so every output is rendered and countable),
 # and make no requests to the internet for news or updates.
 LAB_SETTINGS = {
-    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
                                                                         "checkForUpdates": False},
@@ -79,15 +81,25 @@ def browser():
 
 @dataclass
 class LabServer:
-    """A running JupyterLab: where it listens and its token."""
+    """A running JupyterLab: where it listens, its token, and the folder it serves (a mirror of the repository)."""
     base_url: str
     token: str
     root_dir: Path
 
+    @staticmethod
+    def notebook_path(name: str) -> str:
+        """The server-side path of notebook ``name`` (a file name in notebooks/)."""
+        return f"notebooks/{name}"
+
+    def url(self, path: str) -> str:
+        """The URL that opens ``path`` (a file or folder under the root; token in the query string) in a
+        workspace of its own, so JupyterLab does not reopen the tabs of the tests before it."""
+        return (f"{self.base_url}/lab/workspaces/{Path(path).stem or 'root'}-{secrets.token_hex(4)}/tree/{path}"
+                f"?token={self.token}")
+
     def notebook_url(self, name: str) -> str:
-        """The URL that opens notebook ``name`` (token in the query string) in a workspace of its own,
-        so JupyterLab does not reopen the tabs of the notebooks tested before it."""
-        return f"{self.base_url}/lab/workspaces/{Path(name).stem}-{secrets.token_hex(4)}/tree/{name}?token={self.token}"
+        """The URL that opens notebook ``name`` of notebooks/ in a workspace of its own."""
+        return self.url(self.notebook_path(name))
 
     def api(self, path: str, method: str = "GET") -> bytes:
         request = urllib.request.Request(f"{self.base_url}{path}", method=method,
@@ -97,12 +109,12 @@ class LabServer:
 
 
 def _lab_root(tmp: Path) -> Path:
-    """A copy of notebooks/ beside symlinks to the rest of the repository; returns the copy."""
+    """A copy of notebooks/ beside symlinks to the rest of the repository; returns the mirror's root."""
     for entry in ROOT.iterdir():
         if entry.name not in {"notebooks", ".git"}:
             (tmp / entry.name).symlink_to(entry)
     shutil.copytree(NOTEBOOKS, tmp / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    return tmp / "notebooks"
+    return tmp
 
 
 @pytest.fixture(scope="session")
@@ -118,8 +130,10 @@ def lab_server(browser, tmp_path_factory) -> LabServer:
     token, port = secrets.token_hex(24), free_port()
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={root_dir}", f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
-           f"--LabApp.user_settings_dir={settings}", "--LabApp.expose_app_in_browser=True",
+           f"--ServerApp.root_dir={root_dir}", "--LabApp.default_url=/lab/tree/notebooks",
+           f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
+           f"--LabApp.user_settings_dir={settings}", f"--LabApp.app_settings_dir={APP_SETTINGS}",
+           "--LabApp.expose_app_in_browser=True",
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if os.geteuid() == 0:
         cmd.append("--allow-root")

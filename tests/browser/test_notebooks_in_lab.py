@@ -117,7 +117,8 @@ def marked(nb, marker: str) -> set[int]:
 def open_notebook(page, server, name: str) -> None:
     """Open a notebook, accept a kernel dialog if one appears, wait until its kernel is idle."""
     page.goto(server.notebook_url(name))
-    page.wait_for_function(f"n => {CURRENT}?.context?.path === n", arg=name, timeout=RENDER_TIMEOUT_MS)
+    page.wait_for_function(f"n => {CURRENT}?.context?.path === n", arg=server.notebook_path(name),
+                           timeout=RENDER_TIMEOUT_MS)
     page.wait_for_function(f"() => {KERNEL_IDLE[6:]} || document.querySelector('.jp-Dialog') !== null",
                            timeout=RENDER_TIMEOUT_MS)
     dialog = page.locator(".jp-Dialog .jp-mod-accept")
@@ -176,7 +177,7 @@ def exercise_explorers(page) -> list[dict]:
                 # One move may legitimately change nothing (a dropdown entry equal to the current setting),
                 # so a control gets up to MOVES tries; it fails only if none of them changes a figure.
                 changed = False
-                for attempt in range(MOVES):
+                for attempt in range(MOVES):  # noqa: B007 - read after the loop
                     before = out.evaluate(PLOT_SIGNATURES)
                     start = time.perf_counter()
                     move(page, control, kind)
