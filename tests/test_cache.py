@@ -55,10 +55,11 @@ def test_planted_pickle_is_refused_and_recomputed(fresh_cache, tmp_path):
         assert cache.cached("demo", 1, {"a": 1}, lambda: 1 / 0)["w"].sum() == 2
 
 
-def test_planted_pickle_in_a_real_producer(fresh_cache, tmp_path):
+def test_planted_pickle_in_a_real_producer(fresh_cache, tmp_path, monkeypatch):
     """The path notebooks take: train.pretrained reads a planted entry, warns, retrains, never unpickles it."""
     from labkit import train
 
+    _no_training(monkeypatch)
     first = train.pretrained("mlp", epochs=1)
     entry = _only_entry(fresh_cache)
     marker = tmp_path / "pwned"
@@ -101,9 +102,10 @@ def test_threads_are_pinned_for_compute_and_restored(fresh_cache):
         cache.cached("demo", 2, {}, lambda: 0, threads=0)
 
 
-def test_keys_do_not_depend_on_the_thread_count(fresh_cache):
+def test_keys_do_not_depend_on_the_thread_count(fresh_cache, monkeypatch):
     from labkit import train
 
+    _no_training(monkeypatch)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
