@@ -134,3 +134,24 @@ def test_one_selects_exactly_one_row():
         results.one(rows, M=2)
     with pytest.raises(ValueError, match="found 0"):
         results.one(rows, M=3)
+
+
+def test_reshape_script_parses_each_baseline_case_once():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "reshape_results.py"
+    spec = importlib.util.spec_from_file_location("reshape_results", path)
+    reshape = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reshape)
+    row = reshape.baseline_row({"section": "bsr", "case": "torch bsr_dense_mm M=16 bs=32 density=0.05", "ms": 0.26,
+                                "speedup_vs_dense": 0.185, "ideal_speedup": 20.0, "rel_err": 4.11e-05})
+    assert (row["op"], row["M"], row["N"], row["K"], row["block"], row["density"], row["dtype"]) == \
+        ("bsr_dense_mm", 16, 8192, 8192, 32, 0.05, "bfloat16")
+    assert row["ms"] == 0.26 and row["speedup_vs_dense"] == 0.185 and row["label"].startswith("torch bsr_dense_mm")
+    csr = reshape.baseline_row({"section": "csr", "case": "cuSPARSE csr @ dense fp32 M=4096 density=0.01", "ms": 1.4})
+    assert (csr["op"], csr["dtype"], csr["M"], csr["density"], csr["backend"]) == \
+        ("csr_matmul", "float32", 4096, 0.01, "cuSPARSE")
+    with pytest.raises(ValueError, match="unknown baseline case"):
+        reshape.baseline_row({"section": "x", "case": "something new", "ms": 1.0})
+    reshape.main()  # the committed files are envelopes already: nothing changes, every file reads back
