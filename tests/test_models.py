@@ -26,7 +26,7 @@ def test_seed_gives_same_weights_and_leaves_global_rng_alone():
     torch.manual_seed(123)
     a, b = models.MLP(seed=3), models.MLP(seed=3)
     assert torch.rand(1) == before  # building seeded models did not consume the global RNG
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert not torch.equal(models.MLP(seed=4).net[0].weight, a.net[0].weight)
 
 

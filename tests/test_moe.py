@@ -3,9 +3,22 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from labkit.moe import (MoEFeedForward, SwiGLU, TopKRouter, active_parameters, capacity_mask, count_parameters,
-                        expert_capacity, load_balancing_loss, router_entropy, router_z_loss, top_k_route)
+from labkit.moe import (
+    MoEFeedForward,
+    SwiGLU,
+    TopKRouter,
+    active_parameters,
+    capacity_mask,
+    count_parameters,
+    expert_capacity,
+    load_balancing_loss,
+    router_entropy,
+    router_z_loss,
+    top_k_route,
+)
 
 
 def test_top_k_route_picks_largest_and_renormalizes():
@@ -129,8 +142,6 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(TypeError, match="must be a torch.nn.Module"):
         count_parameters("model")
 
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 @settings(max_examples=40, deadline=None)
