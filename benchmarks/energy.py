@@ -30,6 +30,7 @@ import torch
 def cases(tokens: int, density: float, block: int, size: int):
     """(kernel, label, function) triples sharing one weight and one input."""
     import torch.nn.functional as F
+
     from labkit.kernels.bsr_linear import bsr_linear
     from labkit.kernels.patterns import block_sparse
 
