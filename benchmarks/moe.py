@@ -27,11 +27,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from labkit.kernels import moe as km
-from labkit.kernels import runtime as rt
 
 import labkit  # noqa: F401  (sets TRITON_INTERPRET=1 when there is no GPU, before triton loads)
 from labkit import results
+from labkit.kernels import moe as km
+from labkit.kernels import runtime as rt
 from labkit.utils import time_ms
 
 
