@@ -36,16 +36,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from labkit.kernels import runtime as rt
-from labkit.kernels.bsr_linear import bsr_linear
-from labkit.kernels.csr_linear import csr_linear
-from labkit.kernels.patterns import block_sparse, two_four, unstructured
-from labkit.kernels.semi24 import pack_24, semi24_linear
 
 import labkit  # noqa: F401  (sets TRITON_INTERPRET=1 when there is no GPU, before triton loads)
 from labkit import results
 from labkit.experiments.kernel_timings import COLUMNS
 from labkit.experiments.kernel_timings import kernel_row as row
+from labkit.kernels import runtime as rt
+from labkit.kernels.bsr_linear import bsr_linear
+from labkit.kernels.csr_linear import csr_linear
+from labkit.kernels.patterns import block_sparse, two_four, unstructured
+from labkit.kernels.semi24 import pack_24, semi24_linear
 from labkit.sparse import SparseLinear, bucket_for, results_name
 
 FULL = dict(shapes=[(8192, 8192), (14336, 4096)], dtypes=["bfloat16", "float16"], tokens=[1, 16, 128, 1024, 8192],
