@@ -43,7 +43,7 @@ from labkit.formats import KERNEL_FORMATS as FORMATS  # noqa: E402 - the formats
 from labkit.kernels import runtime as rt
 from labkit.kernels.bsr_linear import check_bsr_weight
 from labkit.kernels.csr_linear import check_csr_weight
-from labkit.kernels.semi24 import check_meta, pack_24, unpack_24
+from labkit.kernels.semi24 import check_meta, kept_positions, pack_24, unpack_24
 
 #: Token counts "auto" plans for; a call uses the bucket nearest its token count (in log scale).
 BUCKETS = (1, 16, 128, 1024, 8192)
@@ -106,10 +106,10 @@ class SparseLinear(nn.Module):
       sampled at the kept positions); zeros inside a stored block or 2:4 group get no gradient, so
       every zero stays zero after an optimizer step.
     * ``format="dense"``: the dense ``weight`` parameter, its zeros kept at zero the same way.
-    * ``format="auto"``: the dense ``weight`` parameter plus packed copies for the kernels. A call
-      that must produce a weight gradient (grad mode on, ``weight.requires_grad``) runs the dense
-      masked product: training is exact, not faster. Other calls (``torch.no_grad()``, inference)
-      use the planned kernel; copies are re-packed when the weight changed (an optimizer step).
+    * ``format="auto"``: the dense ``weight`` parameter plus packed copies (buffers) for the
+      kernels. Every call runs the planned kernel; when the weight needs a gradient, the kernel's
+      values are gathered from the weight (differentiably) instead of the copies, and the copies
+      are re-packed after the weight changed (an optimizer step).
 
     Inputs: ``(..., in_features)`` of the layer's dtype (fp16, bf16, fp32; float64 runs the torch
     paths only, e.g. for ``torch.autograd.gradcheck``).
@@ -216,6 +216,7 @@ class SparseLinear(nn.Module):
             values("csr_values", csr.values())
             self.register_buffer("csr_order", torch.arange(self.out_features, dtype=torch.int32, device=w.device))
         self._torch24 = None
+        self._positions: dict[str, torch.Tensor] = {}  # see _dense_positions
         self._packed_version = self.weight._version if self.format == "auto" else None
         self._checked: tuple = ()  # which index arrays were validated (see _check_indices)
         self._check_indices()
@@ -291,14 +292,53 @@ class SparseLinear(nn.Module):
                 self._pack(self.weight * self.weight_keep)
         self._check_indices()
 
-    def _kept_values(self, name: str) -> torch.Tensor:
-        """Parameter ``name``, multiplied by its keep-mask when a gradient will flow into it.
+    def _weight_grad_needed(self) -> bool:
+        return torch.is_grad_enabled() and self.format == "auto" and self.weight.requires_grad
 
-        The product's gradient is zero at every stored zero, so optimizer steps keep zeros at zero;
-        without grad mode (inference) the multiply is skipped and costs nothing.
+    def _dense_positions(self, name: str) -> torch.Tensor:
+        """Flat index into the (padded, for BSR) dense weight of every value in packed array ``name``."""
+        if name not in self._positions:
+            n, k = self.out_features, self.in_features
+            dev = self.weight.device
+            if name == "bsr_values":
+                bs, (_, k_pad) = self.block, self._bsr_shape
+                assert bs is not None
+                n_rows = self.bsr_crow.numel() - 1
+                rows = torch.repeat_interleave(torch.arange(n_rows, device=dev), self.bsr_crow.diff())
+                r = rows[:, None, None] * bs + torch.arange(bs, device=dev)[None, :, None]
+                c = self.bsr_col[:, None, None] * bs + torch.arange(bs, device=dev)[None, None, :]
+                pos = r * k_pad + c
+            elif name == "csr_values":
+                rows = torch.repeat_interleave(torch.arange(n, device=dev), self.csr_crow.diff())
+                pos = rows * k + self.csr_col
+            else:
+                pos = torch.arange(n, device=dev)[:, None] * k + kept_positions(self.s24_meta)
+            self._positions[name] = pos
+        return self._positions[name]
+
+    def _kept_values(self, name: str) -> torch.Tensor:
+        """The values to hand a kernel: array ``name``, made differentiable where a gradient will flow.
+
+        * An explicit format's parameter is multiplied by its keep-mask: the product's gradient is
+          zero at every stored zero, so optimizer steps keep zeros at zero.
+        * "auto"'s packed copies are buffers; when its dense weight needs a gradient they are
+          gathered from the (masked) weight instead, so the same kernel runs and the gradient flows
+          back to the weight's kept positions.
+
+        Without grad mode (inference) nothing extra runs and nothing is paid.
         """
         t = getattr(self, name)
-        if isinstance(t, nn.Parameter) and t.requires_grad and torch.is_grad_enabled() and name in self._KEEP:
+        if not torch.is_grad_enabled():
+            return t
+        if self.format == "auto" and name != "weight":
+            if not self._weight_grad_needed():
+                return t
+            w = self.weight * self.weight_keep
+            if name == "bsr_values":
+                n_pad, k_pad = self._bsr_shape
+                w = F.pad(w, (0, k_pad - w.shape[1], 0, n_pad - w.shape[0]))
+            return w.reshape(-1)[self._dense_positions(name)].reshape(t.shape)
+        if isinstance(t, nn.Parameter) and t.requires_grad and name in self._KEEP:
             return t * getattr(self, self._KEEP[name])
         return t
 
@@ -320,13 +360,15 @@ class SparseLinear(nn.Module):
         if fmt == "2:4":
             return torch.ops.labkit.semi24_linear(x, self._kept_values("s24_values"), self.s24_meta, self.bias, 0,
                                                   use_triton)
+        if fmt == "2:4-torch" and self._weight_grad_needed():
+            return F.linear(x, self._kept_values("weight"), self.bias)  # torch's 2:4 tensor has no weight gradient
         if fmt == "2:4-torch":  # cuSPARSELt / CUTLASS through torch: sparse tensor cores
             if self._torch24 is None:
                 from torch.sparse import to_sparse_semi_structured
                 self._torch24 = to_sparse_semi_structured(self.weight.detach() * self.weight_keep)
             return F.linear(x, self._torch24, self.bias)
-        return torch.ops.labkit.csr_linear(x, self.csr_crow, self.csr_col, self.csr_values, self.csr_order,
-                                           self.bias, use_triton)
+        return torch.ops.labkit.csr_linear(x, self.csr_crow, self.csr_col, self._kept_values("csr_values"),
+                                           self.csr_order, self.bias, use_triton)
 
     def _torch_run(self, x: torch.Tensor, fmt: str) -> torch.Tensor:
         """PyTorch's own paths (what a CPU uses): torch's CSR product for "csr", else the dense product.
@@ -413,11 +455,8 @@ class SparseLinear(nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if not x2.is_contiguous():
             x2 = x2.contiguous()
-        if self.format == "auto" and self.weight.requires_grad and torch.is_grad_enabled():
-            y = F.linear(x2, self._kept_values("weight"), self.bias)  # training: exact masked-dense gradients
-        else:
-            fmt = self.choose(x2.shape[0], x2)
-            y = self.run(x2, fmt) if self._triton_here(x2) else self._torch_run(x2, fmt)
+        fmt = self.choose(x2.shape[0], x2)
+        y = self.run(x2, fmt) if self._triton_here(x2) else self._torch_run(x2, fmt)
         return y.reshape(*lead, self.out_features)
 
 

@@ -390,3 +390,32 @@ def test_sparsify_keeps_requires_grad():
     assert model[0].weight.requires_grad and not model[2].weight.requires_grad
     densify(model)
     assert model[0].weight.requires_grad and not model[2].weight.requires_grad
+
+
+@pytest.mark.parametrize("kind,fmt", [("block", "bsr"), ("nm", "2:4"), ("sparse", "csr")])
+def test_auto_trains_through_the_planned_kernel(kind, fmt):
+    """auto with a trainable weight runs its planned kernel too; the values are gathered from the weight."""
+    if kind == "sparse":
+        torch.manual_seed(0)
+        lin = nn.Linear(32, 48)
+        with torch.no_grad():
+            lin.weight.mul_(prune.magnitude_mask(lin.weight, 0.95))
+    else:
+        lin = small_linear(kind)
+    keep = lin.weight != 0
+    layer = SparseLinear.from_linear(lin, use_triton=True)
+    assert fmt in layer.available
+    layer.plan = {b: fmt for b in BUCKETS}
+    x1, x2 = torch.randn(5, 32, requires_grad=True), None
+    x2 = x1.detach().clone().requires_grad_()
+    g = torch.randn(5, 48)
+    (layer(x1) * g).sum().backward()
+    (lin(x2) * g).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(layer.weight.grad, lin.weight.grad * keep, atol=1e-4, rtol=1e-4)
+    torch.optim.SGD(layer.parameters(), lr=0.5).step()
+    after = layer.dense_weight()
+    assert torch.equal(after != 0, keep)
+    with torch.no_grad():  # the kernel copies were re-packed from the trained weight
+        x = torch.randn(3, 32)
+        torch.testing.assert_close(layer(x), F.linear(x, after, layer.bias), atol=1e-4, rtol=1e-4)
