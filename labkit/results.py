@@ -125,7 +125,7 @@ register(Schema(
                      "K": OPT_INT, "dtype": str, "density": OPT_NUMBER, "block": OPT_INT, "backend": OPT_STR},
     optional_fields={"speedup_vs_dense": NUMBER, "ideal_speedup": NUMBER, "rel_err": NUMBER, "tflops": NUMBER,
                      "joules_per_op": NUMBER, "avg_watts": NUMBER, "experts": int, "top_k": int, "d_model": int,
-                     "d_ff": int},
+                     "d_ff": int, "cuda_graph": bool, "dense": str, "dense_ms": NUMBER},
     extra={"gpu": str}))
 
 # benchmarks/kernels.py on a GPU (``<gpu-name>.json``), or its --smoke run on a CPU.
