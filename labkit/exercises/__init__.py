@@ -67,6 +67,16 @@ def check_callable(answer: object, exercise: str) -> Callable | None:
     return answer  # type: ignore[return-value]
 
 
+def check_choice(answer: object, exercise: str, choices: dict[str, str], right: str, hint: str, detail: str) -> bool:
+    """A multiple-choice exercise: ``answer`` is one letter of ``choices``; ``right`` passes, others get ``hint``."""
+    if unanswered(answer, exercise):
+        return False
+    expect(isinstance(answer, str) and answer.strip().lower() in choices,
+           f"{exercise}: answer with one letter of {sorted(choices)}")
+    expect(answer.strip().lower() == right, f"{exercise}: not quite. {hint}")
+    return passed(exercise, detail)
+
+
 def call(fn: Callable, *args: Any, exercise: str) -> Any:
     """``fn(*args)``; if the learner's function raises, an :class:`ExerciseError` with its own frames only."""
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from labkit import carbon, energy
-from labkit.exercises import expect, passed, unanswered
+from labkit.exercises import check_choice, expect, passed, unanswered
 
 
 def _number(answer: object, exercise: str) -> float:
@@ -104,15 +104,11 @@ CPU_ESTIMATE_CHOICES = {
 
 def check_cpu_estimate(answer: object) -> bool:
     """Exercise 5: which of :data:`CPU_ESTIMATE_CHOICES` explains why a CPU reading here is an estimate?"""
-    name = "Exercise 5 (why is a CPU reading an estimate?)"
-    if unanswered(answer, name):
-        return False
-    expect(isinstance(answer, str) and answer.strip().lower() in CPU_ESTIMATE_CHOICES,
-           f"{name}: answer with one letter of {sorted(CPU_ESTIMATE_CHOICES)}")
-    expect(answer.strip().lower() == "b", f"{name}: not quite. Look at the sensor list: which meters are available "
-                                          "here, and what does the lab fall back to when none is?")
-    return passed(name, "An estimate is only as good as its assumed energies or power: label it, and never grade a "
-                        "machine by it.")
+    return check_choice(answer, "Exercise 5 (why is a CPU reading an estimate?)", CPU_ESTIMATE_CHOICES, "b",
+                        "Look at the sensor list: which meters are available here, and what does the lab fall "
+                        "back to when none is?",
+                        "An estimate is only as good as its assumed energies or power: label it, and never grade "
+                        "a machine by it.")
 
 
 def check_idle_subtraction(answer: object, total_joules: float, seconds: float, idle_watts: float,

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from labkit.exercises import call, check_callable, expect, passed, unanswered
+from labkit.exercises import call, check_callable, check_choice, expect, passed, unanswered
 from labkit.moe.layers import top_k_route
 
 # Exercise 2's scenario: the first-choice expert of 12 tokens, 4 experts, top-1, capacity factor 1.0.
@@ -89,14 +89,10 @@ def check_capacity(answer: object) -> bool:
 
 def check_collapse(answer: object) -> bool:
     """Exercise 3: which of :data:`COLLAPSE_CHOICES` explains router collapse."""
-    name = "Exercise 3 (why routers collapse)"
-    if unanswered(answer, name):
-        return False
-    expect(isinstance(answer, str) and answer.strip().lower() in COLLAPSE_CHOICES,
-           f"{name}: answer with one letter of {sorted(COLLAPSE_CHOICES)}")
-    expect(answer.strip().lower() == "b", f"{name}: not quite. Look at the load plot without the balancing loss: "
-                                          "which experts get better, and why do they keep winning?")
-    return passed(name, "The balancing loss breaks the loop by making busy experts slightly less attractive.")
+    return check_choice(answer, "Exercise 3 (why routers collapse)", COLLAPSE_CHOICES, "b",
+                        "Look at the load plot without the balancing loss: which experts get better, and why do "
+                        "they keep winning?",
+                        "The balancing loss breaks the loop by making busy experts slightly less attractive.")
 
 
 def check_active_parameters(answer: object) -> bool:

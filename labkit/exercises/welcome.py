@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from labkit.exercises import call, check_callable, expect, passed, unanswered
+from labkit.exercises import call, check_callable, check_choice, expect, passed, unanswered
 
 #: Exercise 0.3's choices: how do the lab's Triton kernels run on a machine without an NVIDIA GPU?
 KERNEL_CHOICES = {
@@ -73,13 +73,8 @@ def check_zero_pixels(answer: object, digits=None) -> bool:
 
 def check_kernels_without_gpu(answer: object) -> bool:
     """Exercise 0.3: which of :data:`KERNEL_CHOICES` says how the lab's kernels run without an NVIDIA GPU?"""
-    name = "Exercise 0.3 (kernels without a GPU)"
-    if unanswered(answer, name):
-        return False
-    expect(isinstance(answer, str) and answer.strip().lower() in KERNEL_CHOICES,
-           f"{name}: answer with one letter of {sorted(KERNEL_CHOICES)}")
-    expect(answer.strip().lower() == "b",
-           f"{name}: not quite. Re-read section 1: what does `TRITON_INTERPRET=1` do, and what does the lab use "
-           "where Triton is not installed at all?")
-    return passed(name, "Same code, simulated: slow, but every kernel can be read, run and tested on a laptop. "
+    return check_choice(answer, "Exercise 0.3 (kernels without a GPU)", KERNEL_CHOICES, "b",
+                        "Re-read section 1: what does `TRITON_INTERPRET=1` do, and what does the lab use where "
+                        "Triton is not installed at all?",
+                        "Same code, simulated: slow, but every kernel can be read, run and tested on a laptop. "
                         "Its speed is only known on a GPU.")
