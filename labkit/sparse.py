@@ -498,6 +498,10 @@ def sparsify(model: nn.Module, format: str = "auto", *, min_sparsity: float = 0.
                          f"got {min_sparsity!r}")
     if isinstance(skip, str) or not all(isinstance(pattern, str) for pattern in skip):
         raise TypeError(f"skip must be a tuple or list of layer-name patterns, e.g. ('lm_head',), got {skip!r}")
+    if use_triton is not None and not isinstance(use_triton, bool):
+        raise TypeError(f"use_triton must be None, True or False, got {use_triton!r}")
+    if block is not None:
+        rt.check_block(block)
     from fnmatch import fnmatchcase
 
     tied = _tied(model)

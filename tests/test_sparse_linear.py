@@ -209,6 +209,11 @@ def test_sparsify_a_bare_linear_and_bad_arguments():
             sparsify(lin, min_sparsity=bad)
     with pytest.raises(TypeError, match="skip"):
         sparsify(lin, skip="lm_head")
+    dense_model = nn.Sequential(nn.Linear(8, 8))  # nothing to swap, but bad arguments are still refused
+    with pytest.raises(TypeError, match="use_triton"):
+        sparsify(dense_model, use_triton="yes")
+    with pytest.raises((TypeError, ValueError), match="block"):
+        sparsify(dense_model, block=24)
     with pytest.raises(TypeError, match="model"):
         densify(None)
 
