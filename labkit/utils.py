@@ -60,6 +60,26 @@ def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 2, min
     return float(np.median(samples))
 
 
+def time_ms(fn: Callable[[], object], *, cuda: bool | None = None, repeats: int = 5, warmup: int = 1) -> float:
+    """Median milliseconds of one call of ``fn()``: the lab's one timer, for notebooks and benchmarks alike.
+
+    On a CUDA GPU (``cuda=None``: whenever torch sees one) it is ``triton.testing.do_bench`` (CUDA
+    events, the L2 cache flushed between calls, Triton's default 25 ms warm-up and 100 ms of samples);
+    elsewhere :func:`median_time` with ``repeats`` samples after ``warmup`` calls.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be a function taking no arguments, got {type(fn).__name__}")
+    if cuda is None:
+        cuda = torch.cuda.is_available()
+    if not isinstance(cuda, bool):
+        raise TypeError(f"cuda must be True, False or None (auto), got {cuda!r}")
+    if cuda:
+        from triton.testing import do_bench
+
+        return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
+    return 1e3 * median_time(fn, repeats=repeats, warmup=warmup)
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     """All parameters of ``model`` (weights and biases), zeros included."""
     if not isinstance(model, torch.nn.Module):
