@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from labkit import results
+from labkit.utils import time_ms
 
 SECTIONS = ("dense", "2:4", "csr", "bsr", "moe", "energy")
 
@@ -86,16 +87,8 @@ class Run:
             torch.cuda.synchronize()
 
     def bench(self, fn: Callable[..., object], *args: object) -> float:
-        """Median milliseconds per call of ``fn(*args)``: triton's do_bench on a GPU (flushes L2), torch's Timer
-        on a CPU."""
-        if self.cuda:
-            from triton.testing import do_bench
-
-            return float(do_bench(lambda: fn(*args), warmup=25, rep=150, return_mode="median"))
-        from torch.utils.benchmark import Timer
-
-        return 1e3 * Timer(stmt="fn(*args)", globals={"fn": fn, "args": args}).blocked_autorange(
-            min_run_time=0.05).median
+        """Median milliseconds per call of ``fn(*args)``, with the lab's one timer (do_bench on a GPU)."""
+        return time_ms(lambda: fn(*args), cuda=self.cuda)
 
     def graph_ms(self, fn: Callable[..., object], *args: object) -> float:
         """Milliseconds per call replayed from a CUDA graph: the GPU work without Python and launch overhead."""
