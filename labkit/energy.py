@@ -615,9 +615,6 @@ def sensor_status(nvml: ModuleType | None = None, rapl_root: Path | str = RAPL_R
 # ----------------------------------------------------------------------------------------------
 
 
-_check_count = checks.positive_int  # labkit/widgets/energy.py still calls this name (IO is splitting that file)
-
-
 @dataclass(frozen=True)
 class EnergyReport:
     """Every reading of one window, plus what the window held.

@@ -82,7 +82,6 @@ def _check_orig(orig: torch.Tensor | None, weight: torch.Tensor, name: str = "or
     return orig
 
 
-_as_matrix = formats.as_matrix  # (out, in, kh, kw) -> (out, in*kh*kw); labkit/widgets/pruning.py uses this name
 
 
 def _n_pruned(sparsity: float, count: int) -> int:
@@ -177,7 +176,7 @@ def _check_norm(norm: int) -> int:
 def unit_scores(weight: torch.Tensor, norm: int = 1) -> torch.Tensor:
     """The L1 or L2 norm of each output unit (row of a Linear, filter of a Conv2d)."""
     _check_weight(weight)
-    return _as_matrix(weight.detach()).norm(p=_check_norm(norm), dim=1)
+    return formats.as_matrix(weight.detach()).norm(p=_check_norm(norm), dim=1)
 
 
 def structured_mask(weight: torch.Tensor, sparsity: float, norm: int = 1, *,
@@ -194,7 +193,7 @@ def structured_mask(weight: torch.Tensor, sparsity: float, norm: int = 1, *,
     k = min(_n_pruned(sparsity, out), out - 1)
     rows = _lowest_k(unit_scores(weight, norm), k, None if orig is None else unit_scores(orig, norm))
     mask = rows.reshape(-1, *([1] * (weight.dim() - 1))).expand_as(weight).clone()
-    assert (~rows).sum() == k and int((~mask).sum()) == k * _as_matrix(weight).shape[1]
+    assert (~rows).sum() == k and int((~mask).sum()) == k * formats.as_matrix(weight).shape[1]
     return mask
 
 
@@ -215,7 +214,7 @@ def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4, *, orig: torch.Tensor 
     _check_weight(weight)
     orig = _check_orig(orig, weight)
     n, m = _check_nm(n, m)
-    mat = _as_matrix(weight.detach())
+    mat = formats.as_matrix(weight.detach())
     if mat.shape[1] % m:
         raise ValueError(f"N:M needs the input dimension ({mat.shape[1]} for weight of shape {tuple(weight.shape)}) "
                          f"to be divisible by m={m}; choose another m or skip this layer")
@@ -223,7 +222,7 @@ def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4, *, orig: torch.Tensor 
     # Keep the n largest of each group; stable sorts of -|w| break ties by -|orig|, then by position.
     order = torch.arange(m, device=groups.device).expand_as(groups)
     if orig is not None:
-        order = torch.sort(-_as_matrix(orig.detach()).abs().reshape(-1, m), dim=1, stable=True).indices
+        order = torch.sort(-formats.as_matrix(orig.detach()).abs().reshape(-1, m), dim=1, stable=True).indices
     order = order.gather(1, torch.sort(-groups.gather(1, order), dim=1, stable=True).indices)
     keep = torch.zeros_like(groups, dtype=torch.bool)
     keep.scatter_(1, order[:, :n], True)
@@ -240,7 +239,7 @@ def block_scores(weight: torch.Tensor, block: int | tuple[int, int] = 4, norm: i
     """The L1 / L2 norm of each ``bh x bw`` tile of the weight matrix: shape ``(rows / bh, cols / bw)``."""
     _check_weight(weight)
     bh, bw = _check_block(block)
-    mat = _as_matrix(weight.detach())
+    mat = formats.as_matrix(weight.detach())
     r, c = mat.shape
     if r % bh or c % bw:
         raise ValueError(f"block {bh}x{bw} must divide the weight matrix {r}x{c} (shape {tuple(weight.shape)}); "
@@ -341,7 +340,7 @@ def _select_layers(model: nn.Module, layers: Iterable[str] | None) -> dict[str, 
 
 
 def _fits(method: str, weight: torch.Tensor, n: int, m: int, block) -> bool:
-    cols = _as_matrix(weight).shape[1]
+    cols = formats.as_matrix(weight).shape[1]
     if method == "nm":
         return cols % m == 0
     if method == "block":
@@ -426,7 +425,7 @@ def prune_model(model: nn.Module, method: str, sparsity: float | Mapping[str, fl
         module = selected[name]
         apply_mask(module, mask)
         if method == "structured" and module.bias is not None:
-            apply_mask(module, _as_matrix(mask).any(dim=1), name="bias")
+            apply_mask(module, formats.as_matrix(mask).any(dim=1), name="bias")
     return masks
 
 
