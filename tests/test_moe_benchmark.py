@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from labkit.backend import detect
-from labkit.moe import plots
+from labkit.experiments import moe_routing as routing
+from labkit.figures import moe as figures
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,13 +29,13 @@ def test_smoke_run_writes_a_complete_result(tmp_path):
         assert sum(row["load_per_expert"]) == row["T"] * row["top_k"]
 
     # The notebook's loader skips smoke runs and draws GPU runs.
-    assert plots.gpu_benchmarks(tmp_path) == []
+    assert routing.gpu_benchmarks(tmp_path) == []
     result["smoke"] = False
     (tmp_path / "moe_fake-gpu.json").write_text(json.dumps(result))
     out.unlink()
-    found = plots.gpu_benchmarks(tmp_path)
+    found = routing.gpu_benchmarks(tmp_path)
     assert len(found) == 1
-    fig = plots.benchmark_figure(found[0])
+    fig = figures.benchmark_figure(found[0])
     assert len(fig.data) == 6 and list(fig.data[0].x) == ["T=1", "T=16", "T=40"]
 
 
