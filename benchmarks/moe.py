@@ -77,10 +77,6 @@ def timer(cuda: bool):
     return lambda fn: time_ms(fn, cuda=cuda, repeats=3, warmup=1)
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
-
-
 def bench_one(T: int, weights: tuple, top_k: int, ms_of) -> dict:
     w1, w3, w2 = weights
     E, ff, d = w1.shape
@@ -95,7 +91,7 @@ def bench_one(T: int, weights: tuple, top_k: int, ms_of) -> dict:
     # Correctness first: everything against the naive loop (fp32 accumulation inside).
     ref = km.moe_reference(x, w1, w3, w2, gates, experts)
     fused_out = km.fused_moe(x, w1, w3, w2, gates, experts, block_m=block_m)
-    row["rel_err_fused"] = rel_err(fused_out, ref)
+    row["rel_err_fused"] = rt.rel_error(fused_out, ref)
     # fp32 is exact under the interpreter; on a GPU tl.dot rounds fp32 inputs to tf32 (10-bit mantissa).
     tol = 1e-4 if dtype == torch.float32 and device.type == "cpu" else 3e-2
     if not row["rel_err_fused"] < tol:
@@ -105,7 +101,7 @@ def bench_one(T: int, weights: tuple, top_k: int, ms_of) -> dict:
     # Timed without the expert-id range check (a GPU sync) in both the naive loop and the fused kernel.
     ms["naive"] = ms_of(lambda: km.moe_reference(x, w1, w3, w2, gates, experts, check_ids=False))
     try:
-        row["rel_err_grouped_mm"] = rel_err(grouped_mm_moe(x, w1, w3, w2, gates, experts), ref)
+        row["rel_err_grouped_mm"] = rt.rel_error(grouped_mm_moe(x, w1, w3, w2, gates, experts), ref)
         ms["grouped_mm"] = ms_of(lambda: grouped_mm_moe(x, w1, w3, w2, gates, experts))
         flat = experts.reshape(-1)
         order = flat.argsort(stable=True)
