@@ -19,7 +19,8 @@ Each row has exactly: ``kernel, M, N, K, dtype, density, block, ms, dense_ms, ba
 speedup_vs_dense, speedup_vs_baseline``. The file also records the GPU name, torch and triton
 versions and the date; ``bandwidth`` (decode rows' achieved bytes/s against a measured device copy);
 ``energy`` (NVML joules of dense against BSR at density 0.1, when NVML is available); the SparseLinear
-``auto_plans``; the issue's ``targets``, each met / missed with its measured ratio; and any ``errors``. Baselines get their operand in the layout they want
+``auto_plans``; the issue's ``targets``, each met / missed with its measured ratio; and any ``errors``.
+Baselines get their operand in the layout they want
 (``x.T`` contiguous) outside the timed region, which favours them slightly.
 
 Without a GPU, ``--smoke`` runs the same code end to end under the Triton interpreter at a tiny
@@ -116,7 +117,7 @@ def bench_case(run: Run, n: int, k: int, dtype_name: str, grid: dict, copy_gbps:
         x = torch.randn(m, k, device=dev, dtype=dtype)
         xt = x.t().contiguous()
         dense_w = torch.randn(n, k, device=dev, dtype=dtype)
-        dense_ms = run.time(lambda: F.linear(x, dense_w))
+        dense_ms = run.time(lambda w=dense_w: F.linear(x, w))
         del dense_w
         tag = f"{n}x{k} {dtype_name} M={m}"
 
@@ -142,12 +143,12 @@ def bench_case(run: Run, n: int, k: int, dtype_name: str, grid: dict, copy_gbps:
                 w = block_sparse(n, k, block, density, gen, device=dev).to(dtype)
                 ref = F.linear(x, w)
                 wb = w.to_sparse_bsr((block, block))
-                ms = run.checked(f"bsr {tag} d={density} b={block}", lambda: bsr_linear(x, wb), ref, dtype)
+                ms = run.checked(f"bsr {tag} d={density} b={block}", lambda wb=wb: bsr_linear(x, wb), ref, dtype)
                 base_ms = None
                 if dev == "cuda":
                     from torch.sparse._triton_ops import bsr_dense_mm
                     base_ms = run.checked(f"torch bsr_dense_mm {tag} d={density} b={block}",
-                                          lambda: bsr_dense_mm(wb, xt), ref.t(), dtype)
+                                          lambda wb=wb: bsr_dense_mm(wb, xt), ref.t(), dtype)
                 nbytes = wb.values().numel() * x.element_size() + (wb.col_indices().numel() + n // block) * 8
                 add("bsr", density, block, ms, "torch.sparse._triton_ops.bsr_dense_mm", base_ms, nbytes)
                 if density == 0.1 and block == 64:
@@ -183,10 +184,10 @@ def bench_case(run: Run, n: int, k: int, dtype_name: str, grid: dict, copy_gbps:
             w = unstructured(n, k, density, gen, device=dev).to(dtype)
             ref = F.linear(x, w)
             wc = w.to_sparse_csr()
-            ms = run.checked(f"csr {tag} d={density}", lambda: csr_linear(x, wc), ref, dtype)
+            ms = run.checked(f"csr {tag} d={density}", lambda wc=wc: csr_linear(x, wc), ref, dtype)
             base_ms = None
             if dev == "cuda":
-                base_ms = run.checked(f"cuSPARSE csr {tag} d={density}", lambda: torch.sparse.mm(wc, xt),
+                base_ms = run.checked(f"cuSPARSE csr {tag} d={density}", lambda wc=wc: torch.sparse.mm(wc, xt),
                                       ref.t(), dtype)
             nbytes = wc.values().numel() * x.element_size() + wc.col_indices().numel() * 8 + (n + 1) * 8
             add("csr", density, None, ms, "cuSPARSE (torch.sparse.mm, CSR)", base_ms, nbytes)
@@ -217,11 +218,13 @@ def energy(run: Run) -> None:
     x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     w = block_sparse(8192, 8192, 64, 0.1, torch.Generator().manual_seed(1), device="cuda").to(torch.bfloat16)
     wb = w.to_sparse_bsr((64, 64))
-    for name, fn in (("dense F.linear", lambda: F.linear(x, w)), ("lab bsr_linear d=0.1 b=64", lambda: bsr_linear(x, wb))):
+    cases = (("dense F.linear", lambda: F.linear(x, w)), ("lab bsr_linear d=0.1 b=64", lambda: bsr_linear(x, wb)))
+    for name, fn in cases:
         try:
             with en.measure(items=1, min_window_s=2.0) as m:
                 rep = m.run(fn)
-            run.energy.append(dict(case=name, M=8192, N=8192, K=8192, dtype="bfloat16", joules_per_call=round(rep.joules_per_item, 5),
+            run.energy.append(dict(case=name, M=8192, N=8192, K=8192, dtype="bfloat16",
+                                   joules_per_call=round(rep.joules_per_item, 5),
                                    kind=rep.kind, scope=rep.primary.scope, avg_watts=round(rep.avg_watts, 1),
                                    calls=rep.repeats))
             log(f"  energy {name}: {rep.joules_per_item:.4f} J per call ({rep.kind}, {rep.avg_watts:.0f} W)")

@@ -60,7 +60,8 @@ def grouped_mm_moe(x, w1, w3, w2, gates, experts, stages: dict | None = None):
     counts = torch.zeros(E, dtype=torch.long, device=x.device).index_add_(0, flat, torch.ones_like(flat))  # no sync
     offs = counts.cumsum(0).to(torch.int32)
     xs = x[order // top_k]
-    h = F.silu(torch._grouped_mm(xs, w1.transpose(1, 2), offs=offs)) * torch._grouped_mm(xs, w3.transpose(1, 2), offs=offs)
+    gate = torch._grouped_mm(xs, w1.transpose(1, 2), offs=offs)
+    h = F.silu(gate) * torch._grouped_mm(xs, w3.transpose(1, 2), offs=offs)
     y = torch._grouped_mm(h, w2.transpose(1, 2), offs=offs)
     out = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
     out.index_add_(0, order // top_k, y.float() * gates.reshape(-1)[order, None])
@@ -147,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny shapes, runs anywhere (Triton interpreter on a CPU); checks the script works")
     parser.add_argument("--out", type=Path, default=None,
-                        help="JSON path (default: benchmarks/results/moe_<gpu-name>.json; a smoke run writes nothing unless given)")
+                        help="JSON path (default: benchmarks/results/moe_<gpu-name>.json; "
+                             "a smoke run writes nothing unless given)")
     args = parser.parse_args(argv)
 
     if not torch.cuda.is_available() and not args.smoke:
