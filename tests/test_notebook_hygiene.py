@@ -40,12 +40,15 @@ def test_notebook_hygiene(path):
     )
     counts = [c.get("execution_count") for c in _code_cells(nb)]
     assert counts == list(range(1, len(counts) + 1)), (
-        f"{path.name}: code cells must be executed top to bottom in one run (got {counts[:10]}...); run `make notebooks`"
+        f"{path.name}: code cells must be executed top to bottom in one run (got {counts[:10]}...); "
+        "run `make notebooks`"
     )
     for i, cell in enumerate(nb["cells"]):
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors or _raises(cell), f"{path.name}: cell {i} has an error output: {errors[0].get('ename')}"
     first = "".join(nb["cells"][0]["source"]) if nb["cells"] else ""
     assert re.search(r"(?i)learn|objective", first), f"{path.name}: the first cell must list learning objectives"
-    assert re.search(r"(?i)\b\d+\s*(min|minutes)\b", first), f"{path.name}: the first cell must say how many minutes it takes"
+    assert re.search(r"(?i)\b\d+\s*(min|minutes)\b", first), (
+        f"{path.name}: the first cell must say how many minutes it takes"
+    )
     assert re.search(r"(?i)prerequisite", first), f"{path.name}: the first cell must list prerequisites"

@@ -1,8 +1,9 @@
 """The package layout: kernels/ ships as labkit.kernels, never as a top-level `kernels` module."""
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -10,11 +11,12 @@ CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 def test_every_package_folder_is_listed_in_pyproject():
     listed = set(CONFIG["tool"]["setuptools"]["packages"])
-    found = {"labkit." + ".".join(p.parent.relative_to(ROOT / "labkit").parts) if p.parent != ROOT / "labkit" else "labkit"
+    found = {"labkit" + "".join("." + part for part in p.parent.relative_to(ROOT / "labkit").parts)
              for p in (ROOT / "labkit").rglob("__init__.py")}
     found |= {"labkit.kernels" + "".join("." + part for part in p.parent.relative_to(ROOT / "kernels").parts)
               for p in (ROOT / "kernels").rglob("__init__.py")}
-    assert found <= listed, f"add these packages to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
+    missing = sorted(found - listed)
+    assert not missing, f"add these packages to [tool.setuptools] packages in pyproject.toml: {missing}"
 
 
 def test_kernels_folder_maps_to_labkit_kernels():
