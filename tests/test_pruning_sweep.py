@@ -116,3 +116,49 @@ def test_iterative_lottery_masks_nest_and_reset_to_the_initial_weights(monkeypat
     # epochs=0: the survivors are exactly the initial weights
     kept = w2["net.0"] != 0
     assert torch.equal(w2["net.0"][kept], init["net.0.weight"][kept])
+
+
+@pytest.fixture(scope="module")
+def committed():
+    return S.load_sweep()
+
+
+def test_committed_sweep_has_every_seed_method_and_reference(committed):
+    cfg = committed["config"]
+    assert len(cfg["seeds"]) >= 3
+    for model in cfg["models"]:
+        runs = [r for r in committed["rows"] if r["model"] == model]
+        assert {r["seed"] for r in runs} == set(cfg["seeds"])
+        expected = {*S.methods_of(cfg, model), "dense", "dense_long", "logistic", "small_dense", "lottery_rewind",
+                    "lottery_reinit", "lottery_iterative", *S.MATCHED, *(f"{n}:{m}" for n, m in cfg["nm_patterns"])}
+        assert {r["method"] for r in runs} == expected
+        # every seed has its own split: the dense models' test accuracies are measured on different test sets
+        assert all(r["n_test"] == 270 for r in runs if "n_test" in r)
+
+
+def test_committed_sweep_tables_and_figures(committed):
+    for model in committed["config"]["models"]:
+        goal = S.goal_at_90(committed, model)
+        assert goal["method"] in ("magnitude", "global_magnitude")
+        assert goal["seeds"] == len(committed["config"]["seeds"])
+        assert S.goal_text(goal).endswith("MET") == goal["met"]
+        for text in (S.accuracy_table(committed, model, S.methods_of(committed["config"], model), True),
+                     S.small_dense_table(committed, model), S.lottery_table(committed, model),
+                     S.nm_table(committed, model), S.block_table(committed, model),
+                     S.layerwise_table(committed, model)):
+            assert "nan" not in text and len(text.splitlines()) >= 2
+        fig = F.accuracy_figure(committed, model)
+        assert len(fig.layout.shapes) == 2  # dense and logistic regression reference lines
+        for trace in fig.data:
+            assert all(0 <= y <= 100 for y in trace.y)
+
+
+def test_reader_errors_name_the_argument(committed, tmp_path):
+    from labkit import results
+
+    with pytest.raises(results.ResultsFileMissing, match="pruning_sweep.py"):
+        S.load_sweep(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="model"):
+        S.summarize(committed, "resnet")
+    with pytest.raises(ValueError, match="metric"):
+        S.summarize(committed, "mlp", "loss")
