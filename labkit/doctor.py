@@ -103,7 +103,7 @@ def _widgets() -> list[Check]:
         from jupyter_core.paths import jupyter_path
     except ImportError:
         return [Check("widgets", WARN, "jupyter is not installed: run `make lab`")]
-    found = {}
+    found: dict[str, str] = {}  # extension -> the first data dir that has it
     for base in jupyter_path("labextensions"):
         for ext in LAB_EXTENSIONS:
             if (Path(base) / ext / "package.json").exists():

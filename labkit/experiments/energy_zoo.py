@@ -13,6 +13,7 @@ Figures and labels for these rows are in :mod:`labkit.figures.energy`.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +76,7 @@ def model_zoo(data_seed: int = 0, seed: int = 0, sparsity: float = 0.9, removed:
     steps_per_epoch = train.steps_per_epoch(split)
     dense_steps = train.DEFAULT_EPOCHS * steps_per_epoch
     dense = train.pretrained("mlp", seed=seed, data_seed=data_seed)
+    assert isinstance(dense, MLP), "pretrained('mlp') builds an MLP"
     config = {"data_seed": data_seed, "seed": seed, "sparsity": sparsity, "removed": removed,
               "finetune_epochs": finetune_epochs, "torch": torch.__version__.split("+")[0]}
 
@@ -145,8 +147,8 @@ def energy_rows(zoo: dict[str, ZooModel], test: Split, train_split: Split,
                "batch_sizes": list(batch_sizes)}
         with torch.no_grad():
             for b in batch_sizes:
-                x = test.x[:b]
-                row[f"j_per_inference_b{b}"] = energy.estimate(lambda m=model, x=x: m(x), items=b).joules_per_item
+                report = energy.estimate(functools.partial(model, test.x[:b]), items=b)
+                row[f"j_per_inference_b{b}"] = report.joules_per_item
         row["train_steps"] = entry.train_steps
         row["j_training"] = sum(energy.estimate(_train_step(arch, train_batch)).joules * steps
                                 for arch, steps in entry.recipe)
@@ -161,7 +163,7 @@ def batching_rows(zoo: dict[str, ZooModel], test: Split, batch_sizes: tuple[int,
     out = {}
     with torch.no_grad():
         for entry in zoo.values():
-            out[entry.name] = [energy.estimate(lambda m=entry.model, b=b: m(test.x[:b]), items=b).joules_per_item
+            out[entry.name] = [energy.estimate(functools.partial(entry.model, test.x[:b]), items=b).joules_per_item
                                for b in batch_sizes]
     return out
 
@@ -177,9 +179,9 @@ def measure_zoo(zoo: dict[str, ZooModel], test: Split, batch_sizes: tuple[int, .
     with torch.no_grad():
         for entry in zoo.values():
             for b in batch_sizes:
-                x = test.x[:b]
                 with energy.measure(items=b, min_window_s=min_window_s) as m:
-                    report = m.run(lambda model=entry.model, x=x: model(x), warmup=3)
+                    report = m.run(functools.partial(entry.model, test.x[:b]), warmup=3)
+                assert report.wall_s is not None, "measure() times its window"
                 us = 1e6 * report.wall_s / (b * report.repeats)
                 lines.append(f"{entry.name:<13} batch {b:>3}: {us:8.2f} us per inference (MEASURED wall time, "
                              f"{report.repeats} repeats); {report.joules_per_item:.3g} J per inference "

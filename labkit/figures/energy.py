@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -99,7 +99,7 @@ def energy_labels(rows: list[dict], reference: str = "dense", batch: int = 1) ->
     return '<div style="display:flex;flex-wrap:wrap">' + "".join(cards) + "</div>"
 
 
-def batching_figure(batch_sizes: Sequence[int], joules: dict[str, Sequence[float]]) -> go.Figure:
+def batching_figure(batch_sizes: Sequence[int], joules: Mapping[str, Sequence[float]]) -> go.Figure:
     """Estimated joules per inference against batch size, one line per model (log-log).
 
     ``joules``: model name -> joules per inference at each of ``batch_sizes``

@@ -139,7 +139,7 @@ def gpu_curves() -> tuple[go.Figure, str]:
     """
     if torch.cuda.is_available() and not rt.interpreting():
         name = torch.cuda.get_device_name()
-        result = {"gpu": name, "date": dt.date.today().isoformat(), "rows": kernel_timings.live_gpu_rows()}
+        result: dict = {"gpu": name, "date": dt.date.today().isoformat(), "rows": kernel_timings.live_gpu_rows()}
         return lab_results_figure(result, n=4096, k=4096), f"Measured live on this machine's {name}."
     files = kernel_timings.lab_results_files()
     if files:

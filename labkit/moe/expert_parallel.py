@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -103,7 +104,7 @@ class ExpertParallelMoE(nn.Module):
         self.w3 = nn.Parameter(layer.w3.detach()[mine].clone())
         self.w2 = nn.Parameter(layer.w2.detach()[mine].clone())
         self.aux_loss = torch.zeros(())
-        self.last_exchange: dict | None = None
+        self.last_exchange: dict[str, list[int]] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's tokens ``(..., d_model)`` in, their MoE outputs out."""
@@ -148,6 +149,13 @@ class ExpertParallelMoE(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # Self-check: run in 2 (or more) processes on this machine
 # ------------------------------------------------------------------------------------------------
+def _grad(t: torch.Tensor) -> torch.Tensor:
+    """The gradient that ``backward()`` left in ``t``; a clear error instead of a None further on."""
+    if t.grad is None:
+        raise RuntimeError("no gradient reached this tensor: run backward() through it first")
+    return t.grad
+
+
 def self_check(d_model: int = 16, d_ff: int = 32, n_experts: int = 4, top_k: int = 2, seed: int = 0,
                atol: float = 1e-5) -> bool:
     """Compare :class:`ExpertParallelMoE` with the single-process layer: outputs, input, expert and router gradients.
@@ -175,21 +183,22 @@ def self_check(d_model: int = 16, d_ff: int = 32, n_experts: int = 4, top_k: int
     x = xs[rank].clone().requires_grad_()
     y = ep(x)
     (y * grads_out[rank]).sum().backward()
-    router_grad = ep.router.gate.weight.grad.clone()
+    router_grad = _grad(ep.router.gate.weight).clone()
     dist.all_reduce(router_grad)  # what data-parallel training does with replicated parameters
     experts = slice(ep.first_expert, ep.first_expert + ep.per_rank)
 
     pairs = {
         "output": (y, y_all[mine]),
-        "input grad": (x.grad, x_all.grad[mine]),
-        "w1 grad": (ep.w1.grad, layer.w1.grad[experts]),
-        "w3 grad": (ep.w3.grad, layer.w3.grad[experts]),
-        "w2 grad": (ep.w2.grad, layer.w2.grad[experts]),
-        "router grad (all-reduced)": (router_grad, layer.router.gate.weight.grad),
+        "input grad": (_grad(x), _grad(x_all)[mine]),
+        "w1 grad": (_grad(ep.w1), _grad(layer.w1)[experts]),
+        "w3 grad": (_grad(ep.w3), _grad(layer.w3)[experts]),
+        "w2 grad": (_grad(ep.w2), _grad(layer.w2)[experts]),
+        "router grad (all-reduced)": (router_grad, _grad(layer.router.gate.weight)),
     }
     errors = {name: float((a - b).detach().abs().max()) for name, (a, b) in pairs.items()}
     ok = all(e <= atol for e in errors.values())
-    reports = [None] * world
+    assert ep.last_exchange is not None, "forward() records the exchange it made"
+    reports: list[Any] = [None] * world  # all_gather_object fills one report per rank
     dist.all_gather_object(reports, {"rank": rank, "tokens": sizes[rank], "experts": [experts.start, experts.stop - 1],
                                      "send": ep.last_exchange["send_counts"], "ok": ok, "errors": errors})
     if rank == 0:
