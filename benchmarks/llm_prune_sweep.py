@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="dense + two 50%% cases (a smoke run)")
     parser.add_argument("--out", default="llm_prune_cpu", help="results file name or path")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --out, run the rest")
+    parser.add_argument("--methods", nargs="+", help="run only these methods (e.g. structured)")
     args = parser.parse_args(argv)
     speed_args = {"prompt_tokens": 256, "new_tokens": 16, "repeats": 2}
     model, tokenizer = llm.load()
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and results.path_of(args.out).exists():
         rows = results.read(args.out, "llm_prune")["rows"]
     done = {(r["method"], r["pattern"], r.get("ffn_keep", r["sparsity"])) for r in rows}
-    todo = cases(args.quick)
+    todo = [c for c in cases(args.quick) if not args.methods or c[0] in args.methods]
     for i, (method, pattern, value) in enumerate(todo, 1):
         if (method, pattern, value) in done:
             continue
