@@ -37,6 +37,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -180,7 +181,8 @@ def bench_semi_structured(run: Run) -> None:
                 a = torch.randn(M, n, device=run.device, dtype=torch.bfloat16)
                 dense_ms = run.bench(F.linear, a, w)
                 ms = run.bench(F.linear, a, ws)
-                common = {"M": M, "N": n, "K": n, "dtype": torch.bfloat16, "density": 0.5, "backend": backend}
+                common: dict[str, Any] = {"M": M, "N": n, "K": n, "dtype": torch.bfloat16, "density": 0.5,
+                                          "backend": backend}
                 run.row("2:4", "semi_structured_linear", f"{mode} ({backend}) linear M={M} K=N={n} bf16", ms,
                         dense_ms=dense_ms, rel_err=rel_err(F.linear(a, ws), F.linear(a, w)), cuda_graph=False,
                         **common)
@@ -239,8 +241,8 @@ def bench_bsr(run: Run) -> None:
                 w = torch.randn(n, n, device=run.device, dtype=dtype) * block_mask(n, n, bs, density, run.device)
                 wb = w.to_sparse_bsr((bs, bs))
                 dense_ms = run.bench(torch.matmul, w, x)
-                common = {"M": M, "N": n, "K": n, "dtype": dtype, "density": density, "block": bs,
-                          "dense_ms": dense_ms, "ideal_speedup": round(1 / density, 2)}
+                common: dict[str, Any] = {"M": M, "N": n, "K": n, "dtype": dtype, "density": density, "block": bs,
+                                          "dense_ms": dense_ms, "ideal_speedup": round(1 / density, 2)}
                 if run.cuda:
                     from torch.sparse._triton_ops import bsr_dense_mm
 

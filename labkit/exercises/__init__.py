@@ -41,7 +41,11 @@ def unanswered(answer: object, exercise: str) -> bool:
 
 
 def expect(condition: bool, hint: str) -> None:
-    """Raise :class:`ExerciseError` (an ``AssertionError``) with ``hint`` unless ``condition`` holds."""
+    """Raise :class:`ExerciseError` (an ``AssertionError``) with ``hint`` unless ``condition`` holds.
+
+    A type checker cannot see through this call; where later lines rely on ``answer``'s type, the checkers
+    write ``if not isinstance(...): raise ExerciseError(hint)`` instead, which narrows it.
+    """
     if not condition:
         raise ExerciseError(hint)
 
@@ -59,20 +63,21 @@ def check_callable(answer: object, exercise: str) -> Callable | None:
     """
     if unanswered(answer, exercise):
         return None
-    expect(callable(answer), f"{exercise}: expected a function, got {type(answer).__name__}")
+    if not callable(answer):  # `if`, not expect(): mypy then knows `answer` is callable
+        raise ExerciseError(f"{exercise}: expected a function, got {type(answer).__name__}")
     module = getattr(answer, "__module__", None) or ""
     expect(module != "labkit" and not module.startswith(("labkit.", "kernels.")),
            f"{exercise}: that is the lab's own function {module}.{getattr(answer, '__qualname__', '')}; "
            "the point is to write it yourself (a few lines). Compare with the lab's version after your own passes.")
-    return answer  # type: ignore[return-value]
+    return answer
 
 
 def check_choice(answer: object, exercise: str, choices: dict[str, str], right: str, hint: str, detail: str) -> bool:
     """A multiple-choice exercise: ``answer`` is one letter of ``choices``; ``right`` passes, others get ``hint``."""
     if unanswered(answer, exercise):
         return False
-    expect(isinstance(answer, str) and answer.strip().lower() in choices,
-           f"{exercise}: answer with one letter of {sorted(choices)}")
+    if not (isinstance(answer, str) and answer.strip().lower() in choices):  # `if`, not expect(): narrows to str
+        raise ExerciseError(f"{exercise}: answer with one letter of {sorted(choices)}")
     expect(answer.strip().lower() == right, f"{exercise}: not quite. {hint}")
     return passed(exercise, detail)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import math
 
 from labkit import carbon, energy
-from labkit.exercises import check_choice, expect, passed, unanswered
+from labkit.exercises import ExerciseError, check_choice, expect, passed, unanswered
 
 
 def _number(answer: object, exercise: str) -> float:
-    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool),
-           f"{exercise}: expected a number, got {type(answer).__name__}")
+    if not isinstance(answer, (int, float)) or isinstance(answer, bool):
+        raise ExerciseError(f"{exercise}: expected a number, got {type(answer).__name__}")
     expect(math.isfinite(answer), f"{exercise}: expected a finite number, got {answer}")
     return float(answer)
 
@@ -59,11 +59,11 @@ def check_greenest_region(answer: object, joules: float) -> bool:
     name = "Exercise 3 (where to run it?)"
     if unanswered(answer, name):
         return False
-    expect(isinstance(answer, tuple) and len(answer) == 2,
-           f"{name}: answer with a tuple (region_code, ratio), e.g. ('XYZ', 3.0), got {answer!r}")
+    if not (isinstance(answer, tuple) and len(answer) == 2):
+        raise ExerciseError(f"{name}: answer with a tuple (region_code, ratio), e.g. ('XYZ', 3.0), got {answer!r}")
     code, ratio = answer
     kg = carbon.by_region(joules)
-    best, worst = min(kg, key=kg.get), max(kg, key=kg.get)
+    best, worst = min(kg, key=kg.__getitem__), max(kg, key=kg.__getitem__)
     expect(isinstance(code, str) and code.upper() == best,
            f"{name}: {code!r} is not the cleanest. Look at carbon.by_region(...) or carbon.regions() (cleanest first).")
     ratio = _number(ratio, name)

@@ -1,15 +1,15 @@
 """Self-checks for notebook 03 (sparse kernels): byte math, arithmetic intensity, choosing a format."""
 from __future__ import annotations
 
-from labkit.exercises import expect, passed, unanswered
+from labkit.exercises import ExerciseError, expect, passed, unanswered
 from labkit.formats import (
     KERNEL_FORMATS as FORMATS,  # the formats with a lab kernel (one registry)
 )
 
 
 def _number(answer: object, exercise: str) -> float:
-    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool),
-           f"{exercise}: expected a number, got {type(answer).__name__}")
+    if not isinstance(answer, (int, float)) or isinstance(answer, bool):
+        raise ExerciseError(f"{exercise}: expected a number, got {type(answer).__name__}")
     return float(answer)
 
 
@@ -74,7 +74,8 @@ def check_format_choice(answer: object) -> bool:
     ex = "Exercise 3 (choosing a format)"
     if unanswered(answer, ex):
         return False
-    expect(isinstance(answer, str) and answer in FORMATS, f"{ex}: answer with one of {FORMATS}")
+    if not (isinstance(answer, str) and answer in FORMATS):
+        raise ExerciseError(f"{ex}: answer with one of {FORMATS}")
     expect(answer == "dense", f"{ex}: {_CHOICE_HINTS.get(answer, '')}")
     return passed(ex, "unstructured sparsity below ~95% is fastest as a plain dense matmul; it still saves "
                       "storage once compressed, but not time.")

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
-from labkit.exercises import call, check_callable, check_choice, expect, passed, unanswered
+from labkit.exercises import ExerciseError, call, check_callable, check_choice, expect, passed, unanswered
 from labkit.moe.layers import top_k_route
 
 # Exercise 2's scenario: the first-choice expert of 12 tokens, 4 experts, top-1, capacity factor 1.0.
-CAPACITY_SCENARIO = {"experts": [0, 0, 1, 0, 2, 0, 0, 1, 3, 0, 1, 0], "n_experts": 4, "top_k": 1,
-                     "capacity_factor": 1.0}
+CAPACITY_SCENARIO: dict[str, Any] = {"experts": [0, 0, 1, 0, 2, 0, 0, 1, 3, 0, 1, 0], "n_experts": 4, "top_k": 1,
+                                     "capacity_factor": 1.0}
 
 COLLAPSE_CHOICES = {
     "a": "The softmax saturates, so gradients vanish for every expert equally.",
@@ -72,8 +73,8 @@ def check_capacity(answer: object) -> bool:
     name = "Exercise 2 (capacity and dropped tokens)"
     if unanswered(answer, name):
         return False
-    expect(isinstance(answer, (tuple, list)) and len(answer) == 2,
-           f"{name}: answer with a pair (capacity, dropped), e.g. (5, 2)")
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
+        raise ExerciseError(f"{name}: answer with a pair (capacity, dropped), e.g. (5, 2)")
     capacity, dropped = answer
     s = CAPACITY_SCENARIO
     n_tokens = len(s["experts"])
@@ -127,8 +128,8 @@ def check_capacity_choice(answer: object, experts: int = 16, top_k: int = 2, bal
     factors = [cf for cf in CAPACITY_FACTORS if cf is not None]
     expect(answer != "dropless", f"{name}: dropless has no capacity limit (and no fixed memory per expert); "
                                  f"pick one of the capacity factors {factors}")
-    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool) and answer in factors,
-           f"{name}: answer with one of the explorer's capacity factors {factors}, got {answer!r}")
+    if not (isinstance(answer, (int, float)) and not isinstance(answer, bool) and answer in factors):
+        raise ExerciseError(f"{name}: answer with one of the explorer's capacity factors {factors}, got {answer!r}")
     slots = point.tokens * point.top_k
     share = {cf: point.dropped[cf_key(cf)] / slots for cf in factors}
     smallest = min(cf for cf in factors if share[cf] < 0.01)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from labkit.exercises import call, check_callable, expect, passed, unanswered
+from labkit.exercises import ExerciseError, call, check_callable, expect, passed, unanswered
 
 
 def _fixtures() -> list[tuple[torch.Tensor, float]]:
@@ -143,8 +143,9 @@ def check_target_size(answer, model, val_split, target: float = 0.75, max_drop: 
     target = checks.fraction("target", target)
     max_drop = checks.fraction("max_drop", max_drop)
     layers = list(models.prunable_layers(model))
-    expect(isinstance(answer, dict) and answer, f"{name}: answer with a dict {{layer name: sparsity}}, e.g. "
-                                                f"{{{layers[0]!r}: 0.5}}; the layers are {layers}")
+    if not (isinstance(answer, dict) and answer):
+        raise ExerciseError(f"{name}: answer with a dict {{layer name: sparsity}}, e.g. {{{layers[0]!r}: 0.5}}; "
+                            f"the layers are {layers}")
     unknown = sorted(set(answer) - set(layers))
     expect(not unknown, f"{name}: {unknown} are not layers of this model; the layers are {layers}")
     for layer, s in answer.items():
@@ -156,7 +157,7 @@ def check_target_size(answer, model, val_split, target: float = 0.75, max_drop: 
     removed = prune.sparsity_report(trial)["overall"]
     acc = train.evaluate(trial, val_split)
     sizes = {n: m.weight.numel() for n, m in models.prunable_layers(model).items()}
-    biggest = max(sizes, key=sizes.get)
+    biggest = max(sizes, key=sizes.__getitem__)
     expect(removed >= target - 1e-9,
            f"{name}: your sparsities remove {100 * removed:.1f}% of the weights; the target is {100 * target:.0f}%. "
            f"Layers count by size: {biggest} holds {100 * sizes[biggest] / sum(sizes.values()):.0f}% of the weights, "

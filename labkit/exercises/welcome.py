@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from labkit.exercises import call, check_callable, check_choice, expect, passed, unanswered
+from labkit.exercises import ExerciseError, call, check_callable, check_choice, expect, passed, unanswered
 
 #: Exercise 0.3's choices: how do the lab's Triton kernels run on a machine without an NVIDIA GPU?
 KERNEL_CHOICES = {
@@ -57,8 +57,8 @@ def check_zero_pixels(answer: object, digits=None) -> bool:
         return False
     if isinstance(answer, torch.Tensor) and answer.numel() == 1:
         answer = answer.item()
-    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool),
-           f"{name}: answer with a number between 0 and 1, e.g. 0.25")
+    if not isinstance(answer, (int, float)) or isinstance(answer, bool):
+        raise ExerciseError(f"{name}: answer with a number between 0 and 1, e.g. 0.25")
     x = (data.digits(0) if digits is None else digits).train.x
     want = float((x == 0).float().mean())
     expect(0.0 <= answer <= 1.0, f"{name}: a share is a fraction in [0, 1], got {answer}. (Percent? Divide by 100.)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,10 +52,10 @@ def effective_masks(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not dead.any():
             continue
         m = out[name]
-        inputs = m.shape[1]
-        if inputs % len(dead):
-            raise ValueError(f"layer {name!r} has {inputs} inputs, not a multiple of {prev!r}'s {len(dead)} units")
-        per_unit = inputs // len(dead)  # 1, or the pooled positions of one channel after a flatten
+        inputs, units = m.shape[1], rows.shape[0]
+        if inputs % units:
+            raise ValueError(f"layer {name!r} has {inputs} inputs, not a multiple of {prev!r}'s {units} units")
+        per_unit = inputs // units  # 1, or the pooled positions of one channel after a flatten
         m[:, np.repeat(dead, per_unit)] = False
     return out
 
@@ -87,6 +88,7 @@ def _compute(sweep: dict, model_kind: str) -> dict:
     for method in COMBINATIONS.values():
         for s in grid:
             for finetune in (False, True):
+                masks: dict[str, np.ndarray]  # one type for the three branches below (mypy took the first one's shape)
                 if s == 0.0:
                     masks = {n: np.ones(w.shape, dtype=bool) for n, w in weights.items()}
                 elif finetune:
@@ -101,11 +103,12 @@ def _compute(sweep: dict, model_kind: str) -> dict:
                              for n, w in weights.items()}
                 if method == "structured":
                     masks = effective_masks(masks)
-                entry = {"layer_sparsity": {n: round(100 * (1 - float(m.mean())), 2) for n, m in masks.items()},
-                         "removed": round(removed_share(masks), 2),
-                         "masks": {n: m.reshape(m.shape[0], -1) for n, m in masks.items()},
-                         "kept_counts": {n: np.histogram(weights[n][masks[n]], edges[n])[0].tolist() for n in weights},
-                         "threshold": {}}
+                entry: dict[str, Any] = {
+                    "layer_sparsity": {n: round(100 * (1 - float(m.mean())), 2) for n, m in masks.items()},
+                    "removed": round(removed_share(masks), 2),
+                    "masks": {n: m.reshape(m.shape[0], -1) for n, m in masks.items()},
+                    "kept_counts": {n: np.histogram(weights[n][masks[n]], edges[n])[0].tolist() for n in weights},
+                    "threshold": {}}
                 if method in ("magnitude", "global_magnitude") and not finetune and s > 0:
                     for n in weights:  # one-shot magnitude: the smallest |w| kept is the threshold
                         kept = weights[n][masks[n]]

@@ -112,7 +112,8 @@ def compute_routing_grid(steps: int = 40, seed: int = 0) -> list[GridPoint]:
 
     combos = [(e, k, w) for e in EXPERTS for k in TOP_K if k <= e for w in BALANCE_WEIGHTS]
     with train_threads():
-        return [_train_point(*c, steps=steps, seed=seed) for c in tqdm(combos, desc="routing grid", leave=False)]
+        return [_train_point(e, k, w, steps=steps, seed=seed)
+                for e, k, w in tqdm(combos, desc="routing grid", leave=False)]
 
 
 def save_routing_grid(points: list[GridPoint], path: Path | str, **meta) -> None:
