@@ -64,10 +64,10 @@ lint: $(VENV)/.test-installed
 # (torch's fp32 GEMMs) limited to older instruction sets. Trained numbers then differ in the last digits
 # (tests/test_second_cpu.py shows it), so only what is the same on every CPU may be compared.
 OTHER_CPU_ENV := LABKIT_THREADS=1 OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_INSTRUCTIONS=SSE4_2
-# tests/conftest.py (stderr not compared, labkit imported first) is loaded explicitly: pytest applies a
-# conftest only to tests under its own folder. NOTEBOOKS=notebooks/04_mixture_of_experts.ipynb runs one.
+# The root conftest.py (stderr not compared, labkit imported first) applies to notebooks/ too.
+# NOTEBOOKS=notebooks/04_mixture_of_experts.ipynb runs one.
 NOTEBOOKS ?= notebooks/*.ipynb
-NOTEBOOK_TESTS = -q -p no:cacheprovider -p tests.conftest $(NOTEBOOKS)
+NOTEBOOK_TESTS = -q -p no:cacheprovider $(NOTEBOOKS)
 
 test-other-cpu: $(VENV)/.test-installed
 	@cache=$$(mktemp -d); rc=0; \

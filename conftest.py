@@ -1,4 +1,5 @@
-"""Test-wide setup.
+"""Test-wide setup, for tests/ and notebooks/ alike (a conftest at the repository root applies to both;
+one under tests/ would not reach the notebooks that nbval collects).
 
 The Triton interpreter must be switched on before anything imports triton, so this runs
 labkit's backend configuration first (it sets TRITON_INTERPRET=1 when there is no GPU).
