@@ -3,7 +3,7 @@
 What it runs and why is described in :mod:`labkit.experiments.pruning_sweep`; this script only
 parses the command line and writes the results envelope (``labkit.results``).
 
-Usage (about 20 minutes on a quiet 2-core CPU, much longer when the machine is busy; a progress bar shows the rest)::
+Usage (54 minutes measured on a busy, shared 2-core machine; a progress bar shows the rest)::
 
     python benchmarks/pruning_sweep.py                 # writes benchmarks/results/pruning_sweep_cpu.json
     python benchmarks/pruning_sweep.py --quick --out /tmp/sweep.json   # a 2-seed smoke run
