@@ -189,7 +189,3 @@ def speedup_table(rows: Sequence[dict]) -> list[dict]:
 
     return [{"sparsity": r["sparsity"], **{k.replace("_ms", ""): ratio(r, k) for k in PATHS if k != "dense_ms"}}
             for r in rows]
-
-
-# The figure moved to labkit.figures.latency (figures live in labkit.figures).
-from labkit.figures.latency import latency_figure  # noqa: E402,F401  notebook alias: remove at merge

@@ -551,24 +551,3 @@ def densify(model: nn.Module) -> nn.Module:
             return linear
         _swap(model, name, linear)
     return model
-
-
-# ================================================================================================
-# Moved out (issue 10): the roofline model is labkit.roofline, its figures labkit.figures.kernels,
-# the live GPU timings labkit.experiments.kernel_timings. Notebook aliases: remove at merge.
-# ================================================================================================
-_MOVED = {"CUDA_CORE_RATIO": "labkit.roofline", "format_bytes": "labkit.roofline", "model_time": "labkit.roofline",
-          "measured_roofs": "labkit.roofline", "model_speedups": "labkit.roofline",
-          "model_crossover": "labkit.roofline", "PYTORCH_BASELINES": "labkit.results",
-          "roofline_figure": "labkit.figures.kernels", "lab_results_figure": "labkit.figures.kernels",
-          "pytorch_baselines_figure": "labkit.figures.kernels", "pytorch_baselines_table": "labkit.figures.kernels",
-          "baseline_facts": "labkit.figures.kernels", "live_gpu_rows": "labkit.experiments.kernel_timings",
-          "lab_results_files": "labkit.experiments.kernel_timings", "gpu_curves": "labkit.figures.kernels"}
-
-
-def __getattr__(name: str):  # notebook alias: remove at merge (imported lazily: no cycle, no layer break)
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module 'labkit.sparse' has no attribute {name!r}")

@@ -214,7 +214,7 @@ def test_energy_zoo_loads_from_cache(fresh_cache, monkeypatch):
 
 def test_pruning_explorer_loads_from_cache(fresh_cache, monkeypatch):
     from labkit.experiments.pruning_explorer import explorer_table
-    from labkit.widgets.pruning import load_sweep
+    from labkit.experiments.pruning_sweep import load_sweep
 
     sweep = load_sweep()
     _no_training(monkeypatch)

@@ -141,9 +141,3 @@ def test_rows_table_and_batching_use_structured_batch_sizes(rows):
     assert list(fig.data[0].y) == [2.0, 1.0]
     with pytest.raises(ValueError, match="2 batch sizes"):
         fe.batching_figure((1, 8), {"a": [1.0]})
-
-
-def test_notebook_aliases_resolve():
-    assert we.model_zoo is ez.model_zoo and we.rows_table is fe.rows_table
-    with pytest.raises(AttributeError):
-        we.no_such_name  # noqa: B018

@@ -2,6 +2,7 @@
 import pytest
 
 from labkit import latency
+from labkit.figures.latency import latency_figure
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +15,7 @@ def test_rows_have_every_path(rows):
     for r in rows:
         assert set(r) == {"sparsity", *latency.PATHS, *(k.replace("_ms", "_iqr_ms") for k in latency.PATHS)}
         assert all(r[k] > 0 for k in latency.PATHS)
-    fig = latency.latency_figure(rows)
+    fig = latency_figure(rows)
     assert [t.name for t in fig.data] == ["dense", "masked (zeros kept)", "structured (smaller dense)", "torch CSR"]
     assert set(latency.speedup_table(rows)[0]) == {"sparsity", "masked", "structured", "csr"}
 
@@ -50,4 +51,4 @@ def test_bad_rows_and_keys():
     with pytest.raises(ValueError, match="margin"):
         latency.crossover([_row(0.5, 1, 1)], margin=1.5)
     with pytest.raises(ValueError, match="keys"):
-        latency.latency_figure([{"sparsity": 0.5}])
+        latency_figure([{"sparsity": 0.5}])

@@ -7,6 +7,7 @@ import warnings
 import pytest
 
 from labkit import latency
+from labkit.figures.latency import latency_figure
 
 
 def test_interleaved_times_takes_every_path_in_turn():
@@ -62,6 +63,6 @@ def test_crossover_ignores_a_win_inside_the_noise():
 
 
 def test_figure_draws_the_spread_as_error_bars():
-    fig = latency.latency_figure([_row(0.0, 1.0, 2.0, 0.2, 0.4), _row(0.9, 1.0, 0.5, 0.2, 0.1)])
+    fig = latency_figure([_row(0.0, 1.0, 2.0, 0.2, 0.4), _row(0.9, 1.0, 0.5, 0.2, 0.1)])
     assert list(fig.data[0].error_y.array) == [0.1, 0.1]
     assert list(fig.data[3].error_y.array) == [0.2, 0.05]

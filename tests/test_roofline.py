@@ -106,11 +106,3 @@ def test_lab_results_figure_from_live_rows_on_cpu():
         fk.lab_results_figure({"gpu": "t", "date": "d", "rows": rows}, block=64)
     with pytest.raises(ValueError, match="power of two"):
         kt.live_gpu_rows(n=64, k=64, block=24, device="cpu")
-
-
-def test_notebook_aliases_still_resolve():
-    from labkit import sparse
-
-    assert sparse.measured_roofs is roofline.measured_roofs and sparse.gpu_curves is fk.gpu_curves
-    with pytest.raises(AttributeError):
-        sparse.no_such_name  # noqa: B018

@@ -144,11 +144,3 @@ def test_bad_inputs(sweep):
         explorer_table({"rows": []})
     with pytest.raises(TypeError, match="sizes"):
         storage_figure({})
-
-
-def test_notebook_aliases_still_import():
-    # notebooks 01/02 call these through labkit.widgets.pruning until the lead updates their imports
-    for name in ("load_sweep", "summarize", "goal_at_90", "goal_text", "accuracy_table", "accuracy_figure",
-                 "small_dense_table", "lottery_table", "nm_table", "storage_figure", "schedule_figure",
-                 "sensitivity_figure", "pruning_explorer"):
-        assert callable(getattr(P, name)), name

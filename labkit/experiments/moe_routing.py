@@ -86,8 +86,7 @@ def load_train_sweep(path: Path | str | None = None) -> dict:
     path = Path(path) if path is not None else RESULTS_DIR / "moe_train_cpu.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `python benchmarks/moe_train_sweep.py --only train`")
-    sweep = results.read(path, "moe_train")
-    return {**sweep, "torch": sweep["versions"]["torch"]}  # notebook alias: remove at merge
+    return results.read(path, "moe_train")
 
 
 def sweep_table(sweep: Mapping) -> list[dict]:

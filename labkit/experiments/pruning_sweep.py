@@ -322,8 +322,7 @@ def load_sweep(path: str | Path | None = None) -> dict:
 
     Its ``rows`` are the runs, ``config`` the settings they ran with.
     """
-    sweep = results.read(SWEEP_NAME if path is None else Path(path), SCHEMA)
-    return {**sweep, "runs": sweep["rows"], "torch": sweep["versions"]["torch"]}  # notebook alias: remove at merge
+    return results.read(SWEEP_NAME if path is None else Path(path), SCHEMA)
 
 
 def _check_model(sweep: dict, model: str) -> None:

@@ -1,7 +1,7 @@
 """Mixture-of-Experts: routers, auxiliary losses, capacity, MoE layers and a tiny MoE language model.
 
 Start with :mod:`labkit.moe.layers` (the concepts), then :mod:`labkit.moe.tiny_gpt` (training),
-:mod:`labkit.moe.plots` (pictures) and :mod:`labkit.moe.expert_parallel` (experts across processes).
+:mod:`labkit.moe.expert_parallel` (experts across processes); the pictures are :mod:`labkit.figures.moe`.
 """
 from labkit.moe.layers import (
     MoEFeedForward,

@@ -112,32 +112,3 @@ class DeploymentCalculator(widgets.VBox):
 def deployment_calculator(joules_per_request: float = 1.0, **kwargs) -> DeploymentCalculator:
     """A :class:`DeploymentCalculator` starting at ``joules_per_request`` (other settings as keywords)."""
     return DeploymentCalculator(joules_per_request, **kwargs)
-
-
-# ------------------------------------------------------------------------------------------------
-# Moved out (issue 10): notebook aliases, remove at merge (imported lazily: widgets never train)
-# ------------------------------------------------------------------------------------------------
-_MOVED = {**dict.fromkeys(("ZOO_VERSION", "ZooModel", "model_zoo", "energy_rows", "measure_zoo", "batching_rows"),
-                          "labkit.experiments.energy_zoo"),
-          **dict.fromkeys(("pareto_front", "pareto_figure", "grade", "energy_labels", "rows_table", "region_figure",
-                           "published_figures", "gpu_energy_summary", "gpu_energy_results", "pytorch_baseline_energy",
-                           "PYTORCH_BASELINES_METHOD"), "labkit.figures.energy"),
-          "PYTORCH_BASELINES": "labkit.results"}
-
-
-def _batching_figure(zoo, test, batch_sizes=(1, 4, 16, 64, 256)):
-    """Old signature of ``batching_figure`` (notebook alias): estimate, then draw."""
-    from labkit.experiments.energy_zoo import batching_rows
-    from labkit.figures.energy import batching_figure
-
-    return batching_figure(batch_sizes, batching_rows(zoo, test, batch_sizes))
-
-
-def __getattr__(name: str):  # notebook alias: remove at merge
-    if name == "batching_figure":
-        return _batching_figure
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module 'labkit.widgets.energy' has no attribute {name!r}")

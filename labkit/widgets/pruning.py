@@ -14,21 +14,10 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
-from labkit.experiments import pruning_sweep
 from labkit.experiments.pruning_explorer import COMBINATIONS, GRANULARITIES, explorer_table
 from labkit.experiments.pruning_sweep import LABELS, find, load_sweep, summarize
 from labkit.figures import COLORS, rounded, style
-from labkit.figures import pruning as pruning_figures
-from labkit.figures import pruning_sweep as sweep_figures
 from labkit.figures.pruning_sweep import kept_axis
-
-# notebook aliases: remove at merge (the sweep's tables and figures moved out of this module)
-goal_at_90, goal_text, accuracy_table = pruning_sweep.goal_at_90, pruning_sweep.goal_text, pruning_sweep.accuracy_table
-small_dense_table, lottery_table, nm_table = (pruning_sweep.small_dense_table, pruning_sweep.lottery_table,
-                                              pruning_sweep.nm_table)
-accuracy_figure = sweep_figures.accuracy_figure
-storage_figure, schedule_figure = pruning_figures.storage_figure, pruning_figures.schedule_figure
-sensitivity_figure = pruning_figures.sensitivity_figure
 
 
 class PruningExplorer(widgets.VBox):
