@@ -16,12 +16,16 @@ and 90% also run through torch's CSR kernels (``labkit.sparse.sparsify(model, "c
 ``csr_*_tokens_per_s`` (``None`` in the other rows; CSR speed depends on the density, not on the method).
 2:4 rows run at dense speed on a CPU: PyTorch's 2:4 kernels are CUDA-only.
 
-Timings depend on the machine and its load; each row records the 1-minute load average.
+Timings depend on the machine and its load; each row records the 1-minute load average. Rows are
+measured minutes apart, so compare their speeds only on a quiet machine. ``--side-by-side`` times dense,
+structured (50% and 25% of FFN channels kept) and CSR (50%, 90%) models in turns, all under the same
+load, into the file's ``side_by_side`` block: use that block for speed-ups.
 
 Usage (about 30 minutes on a quiet 2-core CPU; --resume continues a run cut short)::
 
     python benchmarks/llm_prune_sweep.py                    # writes benchmarks/results/llm_prune_cpu.json
     python benchmarks/llm_prune_sweep.py --quick --out /tmp/llm.json   # dense + two 50% cases
+    python benchmarks/llm_prune_sweep.py --side-by-side                # adds the side_by_side block
 """
 from __future__ import annotations
 
