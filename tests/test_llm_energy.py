@@ -61,7 +61,8 @@ def test_sweep_cases_follow_the_kernels_each_case_ran_with():
              "parameters": 1000, "decode_tokens_per_s": 19.0, "csr_decode_tokens_per_s": 10.0,
              "bytes": {"dense_fp32": 4000, "csr_fp32": 1200}}
     small = {"method": "structured", "pattern": "ffn_channels", "sparsity": 0.5, "model_sparsity": 0.3,
-             "parameters": 700, "ffn_keep": 0.5, "decode_tokens_per_s": 25.0, "bytes": {"dense_fp32": 2800, "csr_fp32": 5600}}
+             "parameters": 700, "ffn_keep": 0.5, "decode_tokens_per_s": 25.0,
+             "bytes": {"dense_fp32": 2800, "csr_fp32": 5600}}
     cases = E.sweep_cases([dense, wanda, small])
     assert [c["label"] for c in cases] == ["dense", "wanda unstructured 90%", "wanda unstructured 90%, CSR",
                                            "structured, 50% FFN kept"]
