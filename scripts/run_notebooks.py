@@ -16,6 +16,7 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
+KERNEL_DISPLAY_NAME = "Python 3 (ipykernel)"
 
 
 def run(path: Path, timeout: int = 900) -> float:
@@ -28,6 +29,8 @@ def run(path: Path, timeout: int = 900) -> float:
     client.execute()
     seconds = time.perf_counter() - start
     nb.metadata.pop("widgets", None)
+    # The kernel name JupyterLab itself writes: storing it means that opening a notebook leaves it unmodified.
+    nb.metadata["kernelspec"] = {"display_name": KERNEL_DISPLAY_NAME, "language": "python", "name": "python3"}
     nbformat.write(nb, path)
     return seconds
 
