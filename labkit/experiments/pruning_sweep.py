@@ -39,6 +39,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ SCHEMA = "pruning_sweep"
 #: The committed result, in :data:`labkit.results.RESULTS_DIR`.
 SWEEP_NAME = "pruning_sweep_cpu"
 
-CONFIG = {
+CONFIG: dict[str, Any] = {
     "models": ["mlp", "cnn"],
     "seeds": [0, 1, 2],  # each seed: its own data split (digits(seed=seed)) and its own initialisation
     "sparsities": [0.5, 0.8, 0.9, 0.95, 0.98, 0.99],
@@ -168,7 +169,7 @@ def iterative_lottery(kind: str, dense: torch.nn.Module, train_split: data.Split
 
 def jobs(config: dict) -> list[tuple]:
     """Every (model, seed, kind, args) the sweep runs, so the progress bar knows the total."""
-    out = []
+    out: list[tuple[str, int, str, Any]] = []
     for kind in config["models"]:
         for seed in config["seeds"]:
             out += [(kind, seed, "dense", None), (kind, seed, "logistic", None), (kind, seed, "dense_long", None)]
@@ -226,6 +227,8 @@ def run(config: dict, progress: bool = True) -> tuple[list[dict], dict]:
             one_shot = copy.deepcopy(dense)
             prune.prune_model(one_shot, how, s, seed=seed, **options)
             if method == "structured":
+                # the sweep's models are built by models.build / train.pretrained: always an MLP or a SmallCNN
+                assert isinstance(one_shot, (models.MLP, models.SmallCNN)), type(one_shot)
                 one_shot = prune.remove_units(one_shot, s)
             rows.append(_record(kind, seed, method, False, s, one_shot, n_dense, split))
             tuned = copy.deepcopy(dense)
@@ -237,6 +240,8 @@ def run(config: dict, progress: bool = True) -> tuple[list[dict], dict]:
                                                    for name, layer in models.prunable_layers(tuned).items()}
             if method == "structured":
                 masked_acc = train.evaluate(tuned, split.test)
+                # the sweep's models are built by models.build / train.pretrained: always an MLP or a SmallCNN
+                assert isinstance(tuned, (models.MLP, models.SmallCNN)), type(tuned)
                 tuned = prune.remove_units(tuned, s)
                 # physical removal must not change what the model computes
                 assert abs(train.evaluate(tuned, split.test) - masked_acc) < 1e-9, (kind, seed, s)
@@ -339,12 +344,12 @@ def t_quantile(n: int) -> float:
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     """Mean and the half-width of its t-based 95% confidence interval (0 for a single value)."""
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
         raise ValueError("values is empty: a confidence interval needs at least one value")
-    if values.size == 1:
-        return float(values[0]), 0.0
-    return float(values.mean()), t_quantile(values.size) * float(values.std(ddof=1)) / math.sqrt(values.size)
+    if array.size == 1:
+        return float(array[0]), 0.0
+    return float(array.mean()), t_quantile(array.size) * float(array.std(ddof=1)) / math.sqrt(array.size)
 
 
 def binomial_se(accuracy: float, n_test: int) -> float:
@@ -392,6 +397,15 @@ def find(rows: list[dict], method: str, finetune: bool, target: float) -> dict |
     return None
 
 
+def require(rows: list[dict], method: str, finetune: bool, target: float) -> dict:
+    """Like :func:`find`, but raise ``ValueError`` when the summary has no such row."""
+    row = find(rows, method, finetune, target)
+    if row is None:
+        raise ValueError(f"the summary has no {method!r} row (finetune={finetune}) at target sparsity {target}: "
+                         f"re-run benchmarks/pruning_sweep.py")
+    return row
+
+
 def _runs(sweep: dict, model: str, method: str, finetune: bool, target: float | None = None) -> dict[int, dict]:
     return {r["seed"]: r for r in sweep["rows"] if r["model"] == model and r["method"] == method
             and r["finetune"] == finetune and (target is None or abs(r["target_sparsity"] - target) < 1e-9)}
@@ -427,8 +441,8 @@ def goal_at_90(sweep: dict, model: str = "mlp", sparsity: float = 0.9, tolerance
     candidates = [m for m in ("magnitude", "global_magnitude") if find(val, m, True, sparsity)]
     if not candidates:
         raise ValueError(f"the sweep has no fine-tuned magnitude run at sparsity {sparsity}")
-    method = max(candidates, key=lambda m: find(val, m, True, sparsity)["mean"])
-    dense, pruned = find(test, "dense", False, 0.0), find(test, method, True, sparsity)
+    method = max(candidates, key=lambda m: require(val, m, True, sparsity)["mean"])
+    dense, pruned = require(test, "dense", False, 0.0), require(test, method, True, sparsity)
     longer, linear = find(test, "dense_long", True, 0.0), find(test, "logistic", False, 0.0)
     drop = paired_difference(sweep, model, ("dense", False, 0.0), (method, True, sparsity))
     return {"model": model, "method": method, "sparsity": sparsity, "dense": dense["mean"], "dense_ci": dense["ci95"],
@@ -475,7 +489,7 @@ def accuracy_table(sweep: dict, model: str, methods: list[str], finetune: bool) 
 def reference_line(sweep: dict, model: str) -> str:
     """One line: dense and logistic-regression test accuracy with their 95% CI, and the test set's noise."""
     rows = summarize(sweep, model)
-    dense, linear = find(rows, "dense", False, 0.0), find(rows, "logistic", False, 0.0)
+    dense, linear = require(rows, "dense", False, 0.0), find(rows, "logistic", False, 0.0)
     text = f"dense {100 * dense['mean']:.1f} ± {100 * dense['ci95']:.1f}%"
     if linear is not None:
         text += f", logistic regression (640 weights) {100 * linear['mean']:.1f} ± {100 * linear['ci95']:.1f}%"
@@ -522,7 +536,7 @@ def nm_table(sweep: dict, model: str = "mlp") -> str:
     rows = summarize(sweep, model)
     lines = [f"{'pattern':>8} {'removed':>8} {'no fine-tuning':>15} {'fine-tuned':>14}"]
     for n, m in sweep["config"]["nm_patterns"]:
-        raw, tuned = find(rows, f"{n}:{m}", False, 1 - n / m), find(rows, f"{n}:{m}", True, 1 - n / m)
+        raw, tuned = require(rows, f"{n}:{m}", False, 1 - n / m), find(rows, f"{n}:{m}", True, 1 - n / m)
         lines.append(f"{f'{n}:{m}':>8} {100 * raw['sparsity']:>7.1f}% {_cell(raw):>15} {_cell(tuned):>14}")
     return "\n".join(lines)
 
@@ -562,7 +576,7 @@ def layerwise_table(sweep: dict, model: str = "mlp") -> str:
         lines.append(f"{LABELS[method]:<40} {100 * sparsity:>8.1f}%"
                      + "".join(f" {100 * m:>9.1f} ± {100 * c:.1f}" for m, c in cells))
     dense = summarize(sweep, model, "val_acc")
-    d = find(dense, "dense", False, 0.0)
+    d = require(dense, "dense", False, 0.0)
     lines.append(f"dense validation accuracy {100 * d['mean']:.1f} ± {100 * d['ci95']:.1f}%; each layer alone was "
                  f"allowed to cost {100 * sweep['config']['layerwise']['max_drop']:g} point")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from labkit.experiments.pruning_sweep import LABELS, find, summarize
+from labkit.experiments.pruning_sweep import LABELS, find, require, summarize
 from labkit.figures import COLORS, rounded, style
 
 
@@ -23,7 +23,7 @@ def kept_axis(fig: go.Figure) -> go.Figure:
 def reference_lines(fig: go.Figure, sweep: dict, model: str) -> go.Figure:
     """Dense and logistic-regression test accuracy (means over seeds) as dotted horizontal lines."""
     rows = summarize(sweep, model)
-    dense, linear = find(rows, "dense", False, 0.0), find(rows, "logistic", False, 0.0)
+    dense, linear = require(rows, "dense", False, 0.0), find(rows, "logistic", False, 0.0)
     fig.add_hline(y=round(100 * dense["mean"], 2), line_dash="dot", line_color="grey",
                   annotation_text=f"dense {100 * dense['mean']:.1f}%", annotation_position="top right")
     if linear is not None:
