@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -89,8 +90,9 @@ def generate(model: nn.Module, tokenizer, prompt: str = "What is the capital of 
     """
     max_new_tokens = checks.positive_int("max_new_tokens", max_new_tokens)
     ids = chat_ids(tokenizer, prompt)
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                         do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    # nn.Module does not declare transformers' ``generate``; mypy would see a Tensor | Module attribute
+    out = cast(Any, model).generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                    do_sample=False, pad_token_id=tokenizer.eos_token_id)
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 

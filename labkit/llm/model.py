@@ -16,6 +16,7 @@ import hashlib
 import importlib.metadata
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -143,11 +144,12 @@ def tiny_llama(seed: int = 0, **config) -> nn.Module:
     from labkit import checks
 
     seed = checks.nonneg_int("seed", seed)
-    settings = dict(vocab_size=96, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                    num_attention_heads=6, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
-                    tie_word_embeddings=True, rope_theta=10000.0, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-                    # larger than transformers' 0.02, so random logits are not all nearly equal
-                    initializer_range=0.1)
+    settings: dict[str, Any] = dict(vocab_size=96, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                    num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                                    max_position_embeddings=64, tie_word_embeddings=True, rope_theta=10000.0,
+                                    bos_token_id=1, eos_token_id=2, pad_token_id=2,
+                                    # larger than transformers' 0.02, so random logits are not all nearly equal
+                                    initializer_range=0.1)
     settings.update(config)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(LlamaConfig(**settings))

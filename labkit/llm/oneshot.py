@@ -97,7 +97,7 @@ class _Stop(Exception):
     """Raised by a hook once every layer is pruned, to end the calibration pass early."""
 
 
-def run_with_hooks(model: nn.Module, tokens: torch.Tensor, layers: dict[str, nn.Linear],
+def run_with_hooks(model: nn.Module, tokens: torch.Tensor | None, layers: dict[str, nn.Linear],
                    on_input: Callable[[str, nn.Linear, torch.Tensor], torch.Tensor | None],
                    desc: str = "layers") -> None:
     """One forward pass of ``tokens``; before each layer in ``layers`` runs, call ``on_input(name, layer, x)``.
@@ -106,6 +106,8 @@ def run_with_hooks(model: nn.Module, tokens: torch.Tensor, layers: dict[str, nn.
     layer in place, and may return a new input for the layer (structured pruning slices it). The pass
     stops once every layer has been seen once.
     """
+    if tokens is None:  # prune() passes its Optional calibration after checking it for the methods that use it
+        raise ValueError("run_with_hooks needs calibration tokens (sequences, length), got None")
     seen: set[str] = set()
     bar = tqdm(total=len(layers), desc=desc, unit="layer", leave=False)
     last: list = [None, None]  # (input, its 2-D view): q/k/v (and gate/up) share one input tensor

@@ -30,8 +30,9 @@ def model_bytes(model: nn.Module, index_bytes: int = 4) -> dict[str, int | None]
         totals: dict[str, int | None] = {f: rest * value_bytes for f in FORMATS}
         for layer in layers.values():
             for f in FORMATS:
-                if totals[f] is not None:
+                total = totals[f]
+                if total is not None:
                     size = formats.FORMATS[f].weight_bytes(layer.weight.detach(), value_bytes, index_bytes)
-                    totals[f] = None if size is None else totals[f] + size
+                    totals[f] = None if size is None else total + size
         out.update({f"{f}_{suffix}": v for f, v in totals.items()})
     return out

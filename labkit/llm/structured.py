@@ -20,6 +20,7 @@ sequential: each block is scored on the outputs of the already pruned blocks bef
 from __future__ import annotations
 
 import time
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -87,7 +88,8 @@ def prune_structured(model: nn.Module, ffn_keep: float = 0.5, calibration: torch
         raise ValueError("model has no Llama-style attention (q/k/v/o_proj and head_dim): cannot remove heads")
     before = sum(p.numel() for p in model.parameters())
     prunable_before = _block_parameters(model)
-    owners = {id(mlp.down_proj): ("mlp", mlp) for mlp in mlp_list}
+    # Llama-style blocks found by duck typing (see mlps/attentions); their submodules are reached by name
+    owners: dict[int, tuple[str, Any]] = {id(mlp.down_proj): ("mlp", mlp) for mlp in mlp_list}
     owners.update({id(attn.o_proj): ("attn", attn) for attn in attn_list})
     layers = {name: m for name, m in model.named_modules() if id(m) in owners}
     kept: dict[str, int] = {}
@@ -125,7 +127,7 @@ def prune_structured(model: nn.Module, ffn_keep: float = 0.5, calibration: torch
         if "ffn_channels" in kept and hasattr(config, "intermediate_size"):
             config.intermediate_size = kept["ffn_channels"]
         if "kv_groups" in kept and hasattr(config, "num_key_value_heads"):
-            config.num_attention_heads = kept["kv_groups"] * attn_list[0].num_key_value_groups
+            config.num_attention_heads = kept["kv_groups"] * cast(Any, attn_list[0]).num_key_value_groups
             config.num_key_value_heads = kept["kv_groups"]
     after = sum(p.numel() for p in model.parameters())
     removed = before - after

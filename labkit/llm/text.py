@@ -6,10 +6,21 @@ share a topic, so pruning never sees the text it is scored on.
 """
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 
 from labkit import checks
 from labkit.data import pydoc_topics
+
+
+class TextSplits(TypedDict):
+    """What :func:`text_splits` returns: token tensors and the topic names behind them."""
+
+    evaluation: torch.Tensor
+    calibration: torch.Tensor
+    evaluation_topics: list[str]
+    calibration_topics: list[str]
 
 
 def _tokens(tokenizer, topics: list[str]) -> torch.Tensor:
@@ -19,7 +30,7 @@ def _tokens(tokenizer, topics: list[str]) -> torch.Tensor:
 
 
 def text_splits(tokenizer, *, eval_topics: int = 60, eval_sequences: int = 4, eval_length: int = 256,
-                calibration_sequences: int = 32, calibration_length: int = 128) -> dict[str, torch.Tensor]:
+                calibration_sequences: int = 32, calibration_length: int = 128) -> TextSplits:
     """Token tensors ``{"evaluation": (eval_sequences, eval_length), "calibration": (calibration_sequences,
     calibration_length)}`` and the topic names used (``"evaluation_topics"``, ``"calibration_topics"``).
 
