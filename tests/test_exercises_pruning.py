@@ -115,3 +115,18 @@ def test_target_size_from_the_scan(pretrained_mlp):
         ex.check_target_size(0.75, model, val)
     with pytest.raises(ValueError, match="target"):
         ex.check_target_size({"net.0": 0.5}, model, val, target=1.5)
+
+
+def test_masking_speedup_accepts_the_tables_own_noisy_ratio():
+    # A busy laptop timed masked 1.3x faster at 90% (noise): the honest answer from that table passes ...
+    noisy = [{"sparsity": 0.9, "dense_ms": 1.3, "masked_ms": 1.0, "dense_iqr_ms": 0.05, "masked_iqr_ms": 0.05}]
+    assert ex.check_masking_speedup(1.3, rows=noisy)
+    # ... and so does the right idea (about 1x); a made-up speed-up does not.
+    assert ex.check_masking_speedup(1.0, rows=noisy)
+    with pytest.raises(AssertionError, match="dense matmul multiplies every entry"):
+        ex.check_masking_speedup(10.0, rows=noisy)
+    # A wide measured spread widens the band around 1.0.
+    busy = [{"sparsity": 0.9, "dense_ms": 1.0, "masked_ms": 1.0, "dense_iqr_ms": 0.2, "masked_iqr_ms": 0.1}]
+    assert ex.check_masking_speedup(1.35, rows=busy)
+    with pytest.raises(AssertionError):
+        ex.check_masking_speedup(float("nan"))

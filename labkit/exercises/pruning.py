@@ -56,18 +56,33 @@ def check_csr_breakeven(answer) -> bool:
                         "(a little more, counting the row pointers).")
 
 
-def check_masking_speedup(answer) -> bool:
-    """Exercise 1.3: how much faster is a dense matmul with 90% of the weight set to zero (the ratio)?"""
+def check_masking_speedup(answer, rows: list[dict] | None = None, sparsity: float = 0.9) -> bool:
+    """Exercise 1.3: how much faster is a dense matmul with 90% of the weight set to zero (the ratio)?
+
+    ``rows`` are the latency table's rows (:func:`labkit.latency.cpu_linear_latency`). Timings on a busy laptop
+    are noisy, so with ``rows`` an answer passes when it is the table's own ``dense_ms / masked_ms`` at
+    ``sparsity`` (within 0.05), or when it is within the table's measured spread of 1.0 (at least 0.1).
+    """
     name = "Exercise 1.3 (does masking speed things up?)"
     if unanswered(answer, name):
         return False
-    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool),
-           f"{name}: answer with a number: the speed-up factor, e.g. 2.0 for twice as fast")
-    expect(abs(answer - 1.0) <= 0.1, f"{name}: {answer}x is not what a dense kernel does. Hint: a dense matmul "
-                                     "multiplies every entry, zero or not; look at masked_ms against dense_ms in the "
-                                     "latency table.")
+    if not isinstance(answer, (int, float)) or isinstance(answer, bool) or answer != answer:
+        raise ExerciseError(f"{name}: answer with a number: the speed-up factor, e.g. 2.0 for twice as fast")
+    tolerance, measured = 0.1, None
+    if rows:
+        from labkit import latency
+
+        tolerance = max(0.1, 2 * latency.spread(rows))
+        at = [r for r in rows if abs(r.get("sparsity", -1) - sparsity) < 1e-9 and r.get("masked_ms")]
+        measured = at[0]["dense_ms"] / at[0]["masked_ms"] if at else None
+    from_table = measured is not None and abs(answer - measured) <= 0.05
+    expect(from_table or abs(answer - 1.0) <= tolerance,
+           f"{name}: {answer}x is not what a dense kernel does. Hint: a dense matmul multiplies every entry, zero "
+           "or not; look at masked_ms against dense_ms in the latency table (on a busy machine the two can differ "
+           "by chance: the table's spread column says how much).")
     return passed(name, "About 1x: zeros cost a dense kernel as much as any other number. Speed needs a smaller "
-                        "dense matrix or a sparse kernel.")
+                        "dense matrix or a sparse kernel." + (" (Your table's ratio differs from 1 by timing noise.)"
+                                                              if from_table and abs(answer - 1.0) > 0.1 else ""))
 
 
 # --- notebook 02 ----------------------------------------------------------------------------------
