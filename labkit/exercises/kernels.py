@@ -52,7 +52,7 @@ def check_intensity(answer: object) -> bool:
         expect(not (near(right / 2) or near(flops / (2 * s * n * k))),
                f"{ex}: each multiply-add is 2 FLOPs: FLOPs = 2 x M x N x K.")
         expect(False, f"{ex}: FLOPs = 2*M*N*K; bytes = 2 bytes x (N*K weights + M*K inputs + M*N outputs). Divide.")
-    from labkit.sparse import measured_roofs
+    from labkit.roofline import measured_roofs
 
     roofs = measured_roofs()
     balance = roofs["peak_tflops"] / roofs["bandwidth_tbs"]
