@@ -218,66 +218,8 @@ def test_sparsify_a_bare_linear_and_bad_arguments():
         densify(None)
 
 
-# ---- byte and roofline arithmetic, and the GPU figures of notebook 03 ------------------------------
-from labkit import sparse as sp  # noqa: E402
-
-
-def test_format_bytes():
-    assert sp.format_bytes("dense", 4096, 4096) == 4096 * 4096 * 2
-    assert sp.format_bytes("2:4", 4096, 4096) / sp.format_bytes("dense", 4096, 4096) == 4.5 / 8
-    assert sp.format_bytes("csr", 100, 100, 1 / 3) == pytest.approx(100 * 100 * 2 + 101 * 4)
-    bsr = sp.format_bytes("bsr", 128, 128, 0.5, block=64)
-    assert bsr == 2 * (64 * 64 * 2 + 4) + 3 * 4
-    with pytest.raises(ValueError, match="fmt"):
-        sp.format_bytes("coo", 4, 4)
-    with pytest.raises(ValueError, match="density"):
-        sp.format_bytes("csr", 4, 4, 0.0)
-
-
-def test_roofline_model_regimes():
-    roofs = {"peak_tflops": 1000.0, "bandwidth_tbs": 4.0}
-    speed = {(r["format"], r["M"]): r["speedup"] for r in sp.model_speedups(
-             (1, 8192), 4096, 4096, roofs, cases=(("bsr", 0.1), ("2:4", 0.5), ("csr", 0.1)))}
-    assert speed[("2:4", 1)] == pytest.approx(8 / 4.5, rel=0.02)  # memory-bound: bytes ratio
-    assert speed[("2:4", 8192)] == 1.0  # compute-bound: no FLOPs saved without sparse tensor cores
-    # ideal 1/d = 10, but at 8192 tokens reading x and writing y once already costs more than the
-    # sparse FLOPs: the model caps BSR below 10x
-    assert 5 < speed[("bsr", 8192)] < 10 and speed[("bsr", 1)] == pytest.approx(10, rel=0.02)
-    assert speed[("csr", 8192)] < 1 < speed[("csr", 1)]
-    assert sp.model_crossover("csr", 1, 4096, 4096, roofs) == pytest.approx(1 / 3, abs=0.01)
-    assert sp.model_crossover("csr", 8192, 4096, 4096, roofs) == pytest.approx(sp.CUDA_CORE_RATIO, rel=0.01)
-    with pytest.raises(ValueError, match="fmt"):
-        sp.model_crossover("2:4", 1)
-
-
-def test_measured_roofs_and_baseline_figure():
-    roofs = sp.measured_roofs()
-    assert roofs["peak_tflops"] > 100 and 1 < roofs["bandwidth_tbs"] < 10
-    fig = sp.pytorch_baselines_figure()
-    assert len(fig.data) == 7 and "H200" in fig.layout.title.text
-    assert len(sp.roofline_figure(roofs).data) == 6
-    assert all("speedup_vs_dense" in r for r in sp.pytorch_baselines_table())
-    facts = sp.baseline_facts()
-    assert len(facts) == 5 and "density 0.01" in facts[0] and "8192 tokens" in facts[1]
-
-
-def test_gpu_curves_without_gpu_say_where_numbers_come_from():
-    if torch.cuda.is_available():
-        pytest.skip("on a GPU the figure is measured live")
-    fig, text = sp.gpu_curves()
-    assert len(fig.data) > 0
-    if not sp.lab_results_files():
-        assert "have not been timed on a GPU yet" in text and "H200" in text
-
-
-def test_lab_results_figure_from_live_rows_on_cpu():
-    rows = sp.live_gpu_rows(n=64, k=64, tokens=(3,), densities=(0.5, 0.25), block=32, dtype=torch.float32,
-                            device="cpu", timer=lambda fn: (fn(), 1.0)[1])
-    assert [r["density"] for r in rows] == [0.5, 0.25] and rows[0]["speedup_vs_dense"] == 1.0
-    fig = sp.lab_results_figure({"gpu": "test", "date": "today", "rows": rows}, dtype="float32", n=64, k=64, block=32)
-    assert len(fig.data) == 3 and "test" in fig.layout.title.text
-    with pytest.raises(ValueError, match="no bsr rows"):
-        sp.lab_results_figure({"gpu": "t", "date": "d", "rows": rows}, block=64)
+# The roofline model and notebook 03's GPU figures moved to labkit.roofline / labkit.figures.kernels:
+# tests/test_roofline.py covers them.
 
 
 def test_plan_from_benchmark_rows():
