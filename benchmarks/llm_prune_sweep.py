@@ -18,8 +18,10 @@ and 90% also run through torch's CSR kernels (``labkit.sparse.sparsify(model, "c
 
 Timings depend on the machine and its load; each row records the 1-minute load average. Rows are
 measured minutes apart, so compare their speeds only on a quiet machine. ``--side-by-side`` times dense,
-structured (50% and 25% of FFN channels kept) and CSR (50%, 90%) models in turns, all under the same
-load, into the file's ``side_by_side`` block: use that block for speed-ups.
+masked (50%, 2:4), CSR (50%, 90%) and structured
+(75%, 50%, 25% of FFN channels kept) models in turns, all under the same
+load, into the file's ``side_by_side`` block: use that block for speed-ups. Where a CUDA GPU is present it
+adds the GPU rows (:func:`labkit.llm.gpu_variants`): dense, and the lab's 2:4 and block-sparse kernels in the model.
 
 Usage (about 30 minutes on a quiet 2-core CPU; --resume continues a run cut short)::
 
@@ -32,7 +34,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -107,32 +108,21 @@ def run_case(dense: torch.nn.Module, tokenizer, data: dict, method: str, pattern
     return row
 
 
-def side_by_side(dense: torch.nn.Module, tokenizer, data: dict, speed_args: dict, rounds: int = 3) -> dict:
-    """Speed of dense, structured and CSR models measured in turns, so they share the same machine load.
+def side_by_side(dense: torch.nn.Module, tokenizer, data: dict, speed_args: dict, rounds: int = 5) -> dict:
+    """Speed of every kind of pruned model, timed in turns so they all share the same machine load.
 
-    Each round times every model once; the median over rounds is reported. The CSR models use magnitude
-    masks: CSR speed depends on the density, not on which weights were kept.
+    The models (:func:`labkit.llm.speed_variants`): dense; 50% unstructured and 2:4 as masked dense models;
+    50% and 90% unstructured through torch's CSR kernels; 75%, 50% and 25% of the FFN channels kept. On a
+    CUDA GPU also :func:`labkit.llm.gpu_variants` (the lab's 2:4 and block-sparse kernels in the model).
+    The median over ``rounds`` is reported.
     """
-    models = {"dense": dense}
-    for keep in (0.5, 0.25):
-        models[f"structured, {keep:.0%} of FFN channels kept"] = copy.deepcopy(dense)
-        llm.prune_structured(models[f"structured, {keep:.0%} of FFN channels kept"], ffn_keep=keep,
-                             calibration=data["calibration"])
-    for sparsity in CSR_SPARSITIES:
-        model = copy.deepcopy(dense)
-        llm.prune(model, "magnitude", "unstructured", sparsity)
-        models[f"unstructured {sparsity:.0%}, torch CSR"] = sparsify(model, "csr")
-    times: dict[str, list[dict]] = {name: [] for name in models}
+    variants = llm.speed_variants(dense, data["calibration"], csr=CSR_SPARSITIES, ffn_keep=FFN_KEEP)
+    if torch.cuda.is_available():
+        variants.update(llm.gpu_variants(dense))
     load = os.getloadavg()[0]
-    for _ in range(rounds):
-        for name, model in models.items():
-            times[name].append(llm.speed(model, tokenizer, **{**speed_args, "repeats": 1}))
-    out = {}
-    for name, runs in times.items():
-        out[name] = {k: statistics.median(r[k] for r in runs) for k in ("prefill_tokens_per_s", "decode_tokens_per_s")}
-        out[name]["parameters"] = sum(p.numel() for p in models[name].parameters())
+    models = llm.speeds_in_turns(variants, tokenizer, rounds, **speed_args)
     return {"rounds": rounds, "load_average_1min_start": load, "load_average_1min_end": os.getloadavg()[0],
-            "speed": speed_args, "models": out}
+            "speed": {**speed_args, "repeats": 1}, "models": models}
 
 
 def _key(row: dict) -> tuple:
@@ -183,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "csr": f"{CSR_METHODS} unstructured rows at {CSR_SPARSITIES} also timed through torch CSR "
                "(labkit.sparse.sparsify)"}
     if args.side_by_side:
-        extra["side_by_side"] = side_by_side(model, tokenizer, data, speed_args)
+        extra["side_by_side"] = side_by_side(model, tokenizer, data, {**speed_args, "new_tokens": 32})
         _write(args.out, rows, extra, complete=len(rows) == len(cases(False)))
         print(f"wrote {path}: {extra['side_by_side']}")
         return 0

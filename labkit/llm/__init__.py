@@ -11,6 +11,8 @@ Read the modules in this order:
 * :mod:`labkit.llm.sparsegpt`: the SparseGPT algorithm for one layer.
 * :mod:`labkit.llm.structured`: :func:`prune_structured`, physically smaller FFNs and fewer heads.
 * :mod:`labkit.llm.size`: :func:`model_bytes` in each storage format.
+* :mod:`labkit.llm.variants`: :func:`speed_variants` (masked, CSR, structured; :func:`gpu_variants` with the
+  lab's kernels) and :func:`speeds_in_turns`, a fair speed comparison on your machine.
 
 Typical use::
 
@@ -26,7 +28,9 @@ from labkit.llm.oneshot import METHODS, PATTERNS, input_norms, measure_sparsity,
 from labkit.llm.size import model_bytes
 from labkit.llm.structured import prune_structured
 from labkit.llm.text import text_splits
+from labkit.llm.variants import gpu_variants, speed_variants, speeds_in_turns
 
 __all__ = ["METHODS", "MODEL_SHA256", "PATTERNS", "ModelFileError", "generate", "input_norms", "load",
            "measure_sparsity", "model_bytes", "model_file", "perplexity", "prunable_layers", "prune",
-           "prune_structured", "speed", "text_splits", "tiny_llama", "verify"]
+           "prune_structured", "speed", "speed_variants", "speeds_in_turns", "gpu_variants", "text_splits",
+           "tiny_llama", "verify"]

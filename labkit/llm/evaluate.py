@@ -39,6 +39,12 @@ def check_tokens(name: str, tokens: object, model: nn.Module) -> torch.Tensor:
     return tokens.long()
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (inputs go there); the CPU for a model without any."""
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
+
+
 def logits_of(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Logits ``(batch, length, vocab)`` of a ``transformers`` model or of any module mapping ids to logits."""
     if getattr(model, "config", None) is not None and hasattr(model, "generate"):
@@ -61,7 +67,7 @@ def perplexity(model: nn.Module, tokens: torch.Tensor, batch_size: int = 4, prog
     total, count = 0.0, 0
     starts = range(0, tokens.shape[0], batch_size)
     for start in tqdm(starts, desc="perplexity", unit="batch", disable=not progress, leave=False):
-        batch = tokens[start:start + batch_size]
+        batch = tokens[start:start + batch_size].to(device_of(model))
         logits = logits_of(model, batch)[:, :-1].float()
         nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
                                           reduction="sum")
@@ -89,7 +95,7 @@ def generate(model: nn.Module, tokenizer, prompt: str = "What is the capital of 
     ``max_new_tokens``. Special tokens are removed from the answer.
     """
     max_new_tokens = checks.positive_int("max_new_tokens", max_new_tokens)
-    ids = chat_ids(tokenizer, prompt)
+    ids = chat_ids(tokenizer, prompt).to(device_of(model))
     # nn.Module does not declare transformers' ``generate``; mypy would see a Tensor | Module attribute
     out = cast(Any, model).generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                     do_sample=False, pad_token_id=tokenizer.eos_token_id)
@@ -99,8 +105,11 @@ def generate(model: nn.Module, tokenizer, prompt: str = "What is the capital of 
 @torch.inference_mode()
 def _one_run(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float]:
     """Seconds for the prefill of ``prompt`` and for ``new_tokens`` decode steps, greedy, with a KV cache."""
+    sync = torch.cuda.synchronize if prompt.is_cuda else (lambda: None)  # GPU calls return before they finish
+    sync()
     start = time.perf_counter()
     out = model(input_ids=prompt, use_cache=True)
+    sync()
     prefill = time.perf_counter() - start
     cache, token = out.cache, out.logits[:, -1:].argmax(-1)
     # A plain loop rather than generate(): it times the model, not the framework's per-step bookkeeping.
@@ -108,6 +117,7 @@ def _one_run(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> tuple[f
     for _ in range(new_tokens):
         out = model(input_ids=token, cache=cache, use_cache=True)
         cache, token = out.cache, out.logits[:, -1:].argmax(-1)
+    sync()
     decode = time.perf_counter() - start
     return prefill, decode
 
@@ -134,7 +144,7 @@ def speed(model: nn.Module, tokenizer, prompt_tokens: int = 256, new_tokens: int
             break
     else:
         raise ValueError(f"prompt_tokens={prompt_tokens} is more than the help topics hold: ask for fewer")
-    prompt = torch.tensor([ids[:prompt_tokens]], dtype=torch.long)
+    prompt = torch.tensor([ids[:prompt_tokens]], dtype=torch.long, device=device_of(model))
     _one_run(model, prompt, 2)  # warm-up: first calls allocate memory and pick kernels
     runs = [_one_run(model, prompt, new_tokens) for _ in range(repeats)]
     prefill = statistics.median(r[0] for r in runs)
