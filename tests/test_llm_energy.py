@@ -71,3 +71,30 @@ def test_sweep_cases_follow_the_kernels_each_case_ran_with():
     assert [c["decode_tokens_per_s"] for c in cases] == [20.0, 19.0, 10.0, 25.0]
     with pytest.raises(ValueError, match="parameters"):
         E.sweep_cases([{k: v for k, v in wanda.items() if k != "parameters"}])
+
+
+def test_side_by_side_cases_take_speeds_measured_in_turns_and_bytes_from_the_matching_rows():
+    dense = {"method": "dense", "pattern": "dense", "sparsity": 0.0, "model_sparsity": 0.0, "parameters": 1000,
+             "decode_tokens_per_s": 20.0, "bytes": {"dense_fp32": 4000, "csr_fp32": 8000}}
+    magnitude90 = {"method": "magnitude", "pattern": "unstructured", "sparsity": 0.9, "model_sparsity": 0.75,
+                   "parameters": 1000, "decode_tokens_per_s": 19.0, "bytes": {"dense_fp32": 4000, "csr_fp32": 1200}}
+    wanda90 = {**magnitude90, "method": "wanda", "bytes": {"dense_fp32": 4000, "csr_fp32": 999}}
+    small = {"method": "structured", "pattern": "ffn_channels", "sparsity": 0.5, "model_sparsity": 0.3,
+             "parameters": 700, "ffn_keep": 0.5, "decode_tokens_per_s": 25.0,
+             "bytes": {"dense_fp32": 2800, "csr_fp32": 5600}}
+    models = {"dense": {"kind": "dense", "runs_as": "dense", "decode_tokens_per_s": 21.0},
+              "unstructured 90%, torch CSR": {"kind": "unstructured", "block_sparsity": 0.8994,
+                                              "runs_as": "torch CSR", "decode_tokens_per_s": 24.0},
+              "structured, 50% of FFN channels kept": {"kind": "structured", "ffn_keep": 0.5,
+                                                       "runs_as": "smaller dense", "decode_tokens_per_s": 26.0},
+              "GPU dense": {"kind": "dense", "runs_as": "dense, torch.bfloat16", "decode_tokens_per_s": 900.0}}
+    sweep = {"rows": [dense, wanda90, magnitude90, small], "side_by_side": {"models": models}}
+    cases = E.side_by_side_cases(sweep)
+    assert [c["label"] for c in cases] == list(models)[:3]  # the GPU model is no CPU estimate
+    assert [c["decode_tokens_per_s"] for c in cases] == [21.0, 24.0, 26.0]  # the speeds measured in turns
+    assert [c["weights_read"] for c in cases] == [1000, 250, 700]
+    assert [c["weight_bytes"] for c in cases] == [4000, 1200, 2800]  # the magnitude row's CSR bytes
+    with pytest.raises(ValueError, match="--side-by-side"):
+        E.side_by_side_cases({"rows": [dense]})
+    with pytest.raises(ValueError, match="no sweep row matches"):
+        E.side_by_side_cases({"rows": [dense], "side_by_side": {"models": models}})

@@ -63,6 +63,28 @@ def grams_per_million(joules: float, region: str, pue: float = 1.0) -> float:
     return 1000 * carbon.footprint(joules * TOKENS_PER_MILLION, region, pue=pue, energy_kind="estimated").kg_co2e
 
 
+ROW_FIELDS = ("method", "pattern", "sparsity", "parameters", "model_sparsity", "bytes", "decode_tokens_per_s")
+
+
+def _check_row(row: Mapping) -> Mapping:
+    missing = [k for k in ROW_FIELDS if k not in row]
+    if missing:
+        raise ValueError(f"sweep row {row.get('method')!r} {row.get('pattern')!r} lacks {missing}: rerun "
+                         "`python benchmarks/llm_prune_sweep.py`")
+    return row
+
+
+def _case(label: str, tokens_per_s: float, row: Mapping, csr: bool) -> dict:
+    """A case run through dense kernels (every stored weight multiplied, fp32 bytes of the model as it is:
+    zeros included; structured: the smaller model), or through CSR (only the nonzeros multiplied, the CSR bytes)."""
+    if csr:
+        return {"label": label, "decode_tokens_per_s": tokens_per_s,
+                "weights_read": round((1 - row["model_sparsity"]) * row["parameters"]),
+                "weight_bytes": row["bytes"]["csr_fp32"]}
+    return {"label": label, "decode_tokens_per_s": tokens_per_s, "weights_read": row["parameters"],
+            "weight_bytes": row["bytes"]["dense_fp32"]}
+
+
 def sweep_cases(rows: Sequence[Mapping]) -> list[dict]:
     """Energy-table cases for sweep rows (``labkit.widgets.llm.load_sweep()["rows"]``), in the given order.
 
@@ -72,25 +94,46 @@ def sweep_cases(rows: Sequence[Mapping]) -> list[dict]:
     nonzeros and reads the CSR bytes (values + column indices + row pointers).
     """
     cases = []
-    for row in rows:
-        missing = [k for k in ("method", "pattern", "sparsity", "parameters", "model_sparsity", "bytes",
-                               "decode_tokens_per_s") if k not in row]
-        if missing:
-            raise ValueError(f"sweep row {row.get('method')!r} {row.get('pattern')!r} lacks {missing}: rerun "
-                             "`python benchmarks/llm_prune_sweep.py`")
+    for row in map(_check_row, rows):
         if row["method"] == "dense":
             label = "dense"
         elif "ffn_keep" in row:  # structured: named by the share of FFN channels kept
             label = f"{row['method']}, {100 * row['ffn_keep']:g}% FFN kept"
         else:
             label = f"{row['method']} {row['pattern']} {100 * row['sparsity']:g}%"
-        cases.append({"label": label, "decode_tokens_per_s": row["decode_tokens_per_s"],
-                      "weights_read": row["parameters"], "weight_bytes": row["bytes"]["dense_fp32"]})
+        cases.append(_case(label, row["decode_tokens_per_s"], row, csr=False))
         if row.get("csr_decode_tokens_per_s"):
-            cases.append({"label": f"{label}, CSR", "decode_tokens_per_s": row["csr_decode_tokens_per_s"],
-                          "weights_read": round((1 - row["model_sparsity"]) * row["parameters"]),
-                          "weight_bytes": row["bytes"]["csr_fp32"]})
+            cases.append(_case(f"{label}, CSR", row["csr_decode_tokens_per_s"], row, csr=True))
     return cases
+
+
+def side_by_side_cases(sweep: Mapping) -> list[dict]:
+    """Energy-table cases for the CPU models of the sweep's ``side_by_side`` block, in its order.
+
+    Those models were timed in turns, under the same machine load, so their speeds compare fairly (the
+    sweep's rows were timed minutes apart). Each takes its weights and bytes from the sweep row with
+    the same magnitude mask (``magnitude`` at that pattern and sparsity; structured: the same share of
+    FFN channels kept): the side-by-side models were pruned the same way.
+    """
+    block = sweep.get("side_by_side") if isinstance(sweep, Mapping) else None
+    if not isinstance(block, Mapping) or not block.get("models"):
+        raise ValueError("the sweep has no side_by_side block of speeds measured in turns: run "
+                         "`python benchmarks/llm_prune_sweep.py --side-by-side`")
+    rows = [_check_row(r) for r in sweep["rows"]]
+
+    def row_for(model: Mapping) -> Mapping:
+        kind = model.get("kind")
+        for r in rows:
+            if ((kind == "dense" and r["method"] == "dense")
+                    or (kind == "structured" and r.get("ffn_keep") == model.get("ffn_keep"))
+                    or (r["method"] == "magnitude" and r["pattern"] == kind
+                        and (kind != "unstructured" or abs(r["sparsity"] - model["block_sparsity"]) < 0.01))):
+                return r
+        raise ValueError(f"no sweep row matches the side-by-side model {model}: rerun "
+                         "`python benchmarks/llm_prune_sweep.py`")
+
+    return [_case(label, m["decode_tokens_per_s"], row_for(m), csr=m.get("runs_as") == "torch CSR")
+            for label, m in block["models"].items() if m.get("kind") != "block" and not label.startswith("GPU")]
 
 
 def energy_table(cases: Sequence[Mapping], *, threads: int = 2, region: str = "WORLD",
@@ -120,10 +163,11 @@ def energy_table(cases: Sequence[Mapping], *, threads: int = 2, region: str = "W
 
 def energy_text(rows: Sequence[Mapping], region: str = "WORLD", pue: float = 1.0) -> str:
     """The table as text, every number labelled *estimated*, with its assumptions underneath."""
-    lines = [f"{'case':<28}{'tokens/s':>9}{'mJ/token':>10}{'mJ/token':>10}{'gCO2e per 1M tokens':>22}",
-             f"{'':<28}{'measured':>9}{'P x t':>10}{'model':>10}{'P x t':>11}{'model':>11}"]
+    w = max(28, 2 + max(len(r["label"]) for r in rows))  # the case column fits the longest label
+    lines = [f"{'case':<{w}}{'tokens/s':>9}{'mJ/token':>10}{'mJ/token':>10}{'gCO2e per 1M tokens':>22}",
+             f"{'':<{w}}{'measured':>9}{'P x t':>10}{'model':>10}{'P x t':>11}{'model':>11}"]
     for r in rows:
-        lines.append(f"{r['label']:<28}{r['decode_tokens_per_s']:>9.1f}{1000 * r['power_time_j']:>10.1f}"
+        lines.append(f"{r['label']:<{w}}{r['decode_tokens_per_s']:>9.1f}{1000 * r['power_time_j']:>10.1f}"
                      f"{1000 * r['model_j']:>10.2f}{r['g_per_million_power_time']:>11.1f}"
                      f"{r['g_per_million_model']:>11.2f}")
     grid = carbon.intensity(region)
