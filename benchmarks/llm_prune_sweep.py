@@ -23,7 +23,7 @@ masked (50%, 2:4), CSR (50%, 90%) and structured
 load, into the file's ``side_by_side`` block: use that block for speed-ups. Where a CUDA GPU is present it
 adds the GPU rows (:func:`labkit.llm.gpu_variants`): dense, and the lab's 2:4 and block-sparse kernels in the model.
 
-Usage (about 30 minutes on a quiet 2-core CPU; --resume continues a run cut short)::
+Usage (15 minutes on a quiet 2-core CPU, then 5 for --side-by-side; --resume continues a run cut short)::
 
     python benchmarks/llm_prune_sweep.py                    # writes benchmarks/results/llm_prune_cpu.json
     python benchmarks/llm_prune_sweep.py --quick --out /tmp/llm.json   # dense + two 50% cases
