@@ -49,23 +49,24 @@ def test_explorer_looks_up_every_control(sweep):
     assert "the the the" in ex.answer.value and "prompt:</b> What is the capital of France?" in ex.answer.value
     ex.method.value = "structured"
     assert ex.pattern.value == "ffn_channels" and ex.sparsity.value == 0.5
-    assert ex.speed_fig.data[1].y == (20.0, 30.0) and ex.speed_fig.data[1].hovertext[1] == "1.50x dense"
-    assert ex.speed_fig.data[1].x[1] == "structured (FFN channels), 50% kept, dense kernels"
+    decode = ex.bars_fig.data[3]  # bytes (dense, pruned), then prompt and generation tokens/s
+    assert decode.y == (20.0, 30.0, None) and decode.hovertext[1] == "1.50x dense"
+    assert decode.x == ("dense", "pruned, dense kernels", "pruned, torch CSR")  # fixed: the status names the case
+    assert "structured (FFN channels), 50% kept" in ex.status.value
     ex.method.value = "wanda"
     ex.sparsity.value = 0.7  # timed through CSR too: a third bar
-    assert ex.speed_fig.data[1].x == ("dense", "Wanda 70%, dense kernels", "Wanda 70%, CSR")
-    assert ex.speed_fig.data[1].y == (20.0, 20.0, 10.0) and ex.speed_fig.data[0].y[2] == 100.0
+    assert ex.bars_fig.data[3].y == (20.0, 20.0, 10.0) and ex.bars_fig.data[2].y[2] == 100.0
     assert ex.last_update_ms < 200
 
 
 def test_bytes_and_opacity_follow_the_case(sweep):
     ex = W.LLMExplorer(sweep)
     ex.sparsity.value = 0.7
-    dense_mb, pruned_mb = ex.bytes_fig.data[0].y, ex.bytes_fig.data[1].y
+    dense_mb, pruned_mb = ex.bars_fig.data[0].y, ex.bars_fig.data[1].y
     assert dense_mb[0] == pruned_mb[0] == 538.0 and pruned_mb[1] < dense_mb[1]
     assert dense_mb[2] is None and pruned_mb[2] is None  # an unstructured mask has no 2:4 packing
     ex.pattern.value = "2:4"
-    assert ex.bytes_fig.data[1].y[2] == 336.25
+    assert ex.bars_fig.data[1].y[2] == 336.25
     opaque = [t.name for t in ex.curve_fig.data[:-1] if t.opacity == 1.0]
     assert opaque == ["Wanda, 2:4"]
 
@@ -114,6 +115,11 @@ def test_other_figures():
     assert fig.data[1].hovertext == ("1.00x dense", "1.30x dense")
     with pytest.raises(ValueError, match="decode_tokens_per_s"):
         F.speed_figure({"dense": {"prefill_tokens_per_s": 1}})
+    both = F.bytes_and_speed_figure({"dense": {"dense_fp32": 4e6}, "pruned": {"dense_fp32": 4e6, "csr_fp32": 3e6}},
+                                    {"dense": {"prefill_tokens_per_s": 100, "decode_tokens_per_s": 20},
+                                     "pruned": {"prefill_tokens_per_s": 150, "decode_tokens_per_s": 26}})
+    assert [t.xaxis for t in both.data] == ["x", "x", "x2", "x3"]  # bytes, then prompt and generation columns
+    assert both.data[1].y == (4.0, 3.0) and both.data[3].y == (20, 26) and both.data[2].hovertext[1] == "1.50x dense"
     fig = F.energy_figure([{"label": "dense", "power_time_j": 0.4, "model_j": 0.003}])
     assert isinstance(fig, go.Figure) and fig.data[0].y == (400.0,) and "ESTIMATED" in fig.layout.title.text
 

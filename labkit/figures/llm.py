@@ -6,6 +6,7 @@
   break magnitude pruning) and the max / median ratio of every layer.
 * :func:`bytes_figure`: megabytes of the weights in each storage format, per pruned model.
 * :func:`speed_figure`: prompt (prefill) and generation (decode) tokens per second, side by side.
+* :func:`bytes_and_speed_figure`: the two above in one figure (the explorer's bars).
 * :func:`energy_figure`: estimated joules per generated token, two estimates side by side.
 
 Values are rounded before they enter a figure, so nbval sees the same JSON on every machine.
@@ -185,6 +186,28 @@ def speed_figure(speeds: Mapping[str, Mapping[str, float]], title: str | None = 
                     hovertext=[f"{v / first[key]:.2f}x {labels[0]}" for v in values], showlegend=False, row=1, col=col)
     fig.update_yaxes(title="tokens per second (higher is faster)", row=1, col=1)
     return style(fig, title or "Speed on this CPU", height=380)
+
+
+def bytes_and_speed_figure(sizes: Mapping[str, Mapping[str, float]], speeds: Mapping[str, Mapping[str, float]],
+                           title: str | None = None) -> go.Figure:
+    """:func:`bytes_figure` and :func:`speed_figure` side by side in one figure.
+
+    One figure redraws once where two would redraw twice: the explorer of notebook 06 uses it to stay
+    under its 200 ms budget in the browser. Traces: one per model of ``sizes`` (column 1, megabytes),
+    then prefill (column 2) and decode (column 3) tokens/s with one bar per model of ``speeds``.
+    """
+    left, right = bytes_figure(sizes), speed_figure(speeds)
+    fig = make_subplots(rows=1, cols=3, column_widths=[0.44, 0.28, 0.28], horizontal_spacing=0.08,
+                        subplot_titles=["bytes per format (whole model)", "prompt (prefill), tokens/s",
+                                        "generation (decode), tokens/s"])
+    for trace in left.data:
+        fig.add_trace(trace, row=1, col=1)
+    for col, trace in enumerate(right.data, start=2):
+        fig.add_trace(trace, row=1, col=col)
+    fig.update_yaxes(title="megabytes", row=1, col=1)
+    fig.update_yaxes(title="tokens per second (higher is faster)", row=1, col=2)
+    fig.update_layout(legend=dict(orientation="h", y=-0.3))
+    return style(fig, title, height=380)
 
 
 def energy_figure(cases: Sequence[Mapping], title: str | None = None) -> go.Figure:

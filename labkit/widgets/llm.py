@@ -17,7 +17,6 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from labkit import results
-from labkit.figures import COLORS, style
 from labkit.figures import llm as figures
 
 SWEEP_NAME = "llm_prune_cpu"
@@ -63,7 +62,8 @@ class LLMExplorer(widgets.VBox):
 
     Attributes (drive them from Python): controls ``method``, ``pattern``, ``sparsity`` (a
     SelectionSlider over the sparsities the sweep holds for that method and pattern); figures
-    ``curve_fig``, ``bytes_fig``, ``speed_fig``; HTML ``answer`` and ``status``; ``last_update_ms``.
+    ``curve_fig`` and ``bars_fig`` (bytes per format, then prompt and generation tokens/s); HTML ``answer``
+    and ``status``; ``last_update_ms``.
     """
 
     def __init__(self, sweep: Mapping | None = None):
@@ -87,7 +87,7 @@ class LLMExplorer(widgets.VBox):
         self.sparsity.observe(lambda _change: None if self._quiet else self.update(), names="value")
         self.update()
         controls = widgets.HBox([widgets.VBox([self.method, self.pattern, self.sparsity]), self.status])
-        super().__init__([controls, self.curve_fig, widgets.HBox([self.bytes_fig, self.speed_fig]), self.answer])
+        super().__init__([controls, self.curve_fig, self.bars_fig, self.answer])
 
     def _patterns(self, method: str) -> list[tuple[str, str]]:
         found = sorted({p for m, p, _ in self.table if m == method}, key=lambda p: figures.case_order(method, p))
@@ -125,13 +125,11 @@ class LLMExplorer(widgets.VBox):
         self.curve_fig = go.FigureWidget(base)
         self.curve_fig.update_layout(height=400)
         self._star = len(self.curve_fig.data) - 1  # perplexity_figure draws the highlight last
-        twice = {"dense": self.dense["bytes"], "pruned": self.dense["bytes"]}  # two traces, filled by update()
-        self.bytes_fig = go.FigureWidget(figures.bytes_figure(twice, title="bytes per format"))
-        self.speed_fig = go.FigureWidget(figures.speed_figure({"dense": self.dense, "pruned": self.dense},
-                                                      title="tokens/s on the sweep's CPU"))
-        for fig in (self.bytes_fig, self.speed_fig):
-            fig.update_layout(width=520, height=340)
-        style(self.bytes_fig, "bytes per format (whole model)", height=340)
+        # Bytes and speed in one figure, with fixed categories (the status line names the case): each figure
+        # redrawn, and each category axis that changes, costs tens of ms in the browser. update() fills the bars.
+        self.bars_fig = go.FigureWidget(figures.bytes_and_speed_figure(
+            {"dense": self.dense["bytes"], "pruned": self.dense["bytes"]},
+            {"dense": self.dense, "pruned, dense kernels": self.dense, "pruned, torch CSR": self.dense}))
 
     def current(self) -> Mapping:
         """The sweep row of the current method, pattern and sparsity."""
@@ -148,22 +146,19 @@ class LLMExplorer(widgets.VBox):
             for trace in self.curve_fig.data[: self._star]:
                 trace.opacity = 1.0 if trace.name == figures.case_label(row["method"], row["pattern"]) else 0.35
         formats = list(dict.fromkeys(list(dense["bytes"]) + list(row["bytes"])))
-        with self.bytes_fig.batch_update():
-            for trace, source, name in zip(self.bytes_fig.data, (dense, row), ("dense", label), strict=True):
+        bytes_traces, speed_traces = self.bars_fig.data[:2], self.bars_fig.data[2:]
+        with self.bars_fig.batch_update():
+            for trace, source in zip(bytes_traces, (dense, row), strict=True):
                 trace.x = formats
                 trace.y = [None if source["bytes"].get(f) is None else round(source["bytes"][f] / 1e6, 2)
                            for f in formats]
-                trace.name = name
-        bars = {"dense": dense, f"{label}, dense kernels": row}
-        if row.get("csr_decode_tokens_per_s"):  # also timed through torch's CSR kernels
-            bars[f"{label}, CSR"] = {k: row[f"csr_{k}"] for k in ("prefill_tokens_per_s", "decode_tokens_per_s")}
-        with self.speed_fig.batch_update():
-            for col, key in enumerate(("prefill_tokens_per_s", "decode_tokens_per_s")):
-                trace = self.speed_fig.data[col]
-                trace.x = list(bars)
-                trace.y = [round(b[key], 1) for b in bars.values()]
-                trace.hovertext = [f"{b[key] / dense[key]:.2f}x dense" for b in bars.values()]
-                trace.marker.color = COLORS[: len(bars)]
+            # fixed categories: a changing category axis costs a relayout in the browser
+            csr = ({k: row[f"csr_{k}"] for k in ("prefill_tokens_per_s", "decode_tokens_per_s")}
+                   if row.get("csr_decode_tokens_per_s") else None)
+            bars = {"dense": dense, "pruned, dense kernels": row, "pruned, torch CSR": csr}
+            for trace, key in zip(speed_traces, ("prefill_tokens_per_s", "decode_tokens_per_s"), strict=True):
+                trace.y = [None if b is None else round(b[key], 1) for b in bars.values()]
+                trace.hovertext = ["" if b is None else f"{b[key] / dense[key]:.2f}x dense" for b in bars.values()]
         ratio = row["perplexity"] / dense["perplexity"]
         verdict = "within" if ratio <= 1.5 else "beyond"
         self.status.value = (
