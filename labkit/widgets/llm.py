@@ -20,6 +20,10 @@ from labkit import results
 from labkit.figures import llm as figures
 
 SWEEP_NAME = "llm_prune_cpu"
+#: Shown with a case whose zeros stay in dense matrices: its row was timed minutes apart from the dense row.
+MASKED_NOTE = ("<br><i>The zeros stay in dense matrices, which the same dense kernels multiply: any speed "
+               "difference from dense here is measurement noise (the sweep timed each case separately). "
+               "Section 7 times the models in turns.</i>")
 #: Fields the explorer reads from every row of the sweep.
 ROW_FIELDS = ("method", "pattern", "sparsity", "model_sparsity", "perplexity", "bytes", "prefill_tokens_per_s",
               "decode_tokens_per_s", "sample")
@@ -168,7 +172,8 @@ class LLMExplorer(widgets.VBox):
             f"({100 * row['sparsity']:g}% of the block matrices; the tied embedding / LM head stays dense)<br>"
             f"generation {row['decode_tokens_per_s'] / dense['decode_tokens_per_s']:.2f}x dense, "
             f"prompt {row['prefill_tokens_per_s'] / dense['prefill_tokens_per_s']:.2f}x dense "
-            f"(runs as: {html.escape(str(row.get('runs_as', 'dense')))})")
+            f"(runs as: {html.escape(str(row.get('runs_as', 'dense')))})"
+            + ("" if "ffn_keep" in row else MASKED_NOTE))  # only structured rows are smaller models
         prompt = "" if self.prompt is None else f"<b>prompt:</b> {html.escape(str(self.prompt))}<br>"
         self.answer.value = (f"{prompt}<b>dense answers:</b> {html.escape(dense['sample'])}<br>"
                              f"<b>{html.escape(label)} answers:</b> {html.escape(row['sample'])}")
