@@ -133,3 +133,9 @@ def test_speed_variants_and_speeds_in_turns_reject_bad_input(tiny):
         llm.speeds_in_turns({"dense": tiny}, _char_tokenizer, rounds=0)
     with pytest.raises(ValueError, match="block_sparsity"):
         llm.gpu_variants(tiny, device="cpu", block_sparsity=1.0)
+    with pytest.raises(TypeError, match="dense"):
+        llm.gpu_variants("model", device="cpu")
+    with pytest.raises(ValueError, match="rounds=..., not repeats"):
+        llm.speeds_in_turns({"dense": tiny}, _char_tokenizer, repeats=3)
+    with pytest.raises(TypeError, match=r"variants\['dense'\]"):
+        llm.speeds_in_turns({"dense": "not a model"}, _char_tokenizer)

@@ -39,6 +39,11 @@ from labkit.sparse import sparsify
 Variant = tuple[dict, nn.Module]
 
 
+def _check_dense(dense: object) -> None:
+    if not isinstance(dense, nn.Module):
+        raise TypeError(f"dense must be a torch.nn.Module (the unpruned model), got {type(dense).__name__}")
+
+
 def speed_variants(dense: nn.Module, calibration: torch.Tensor | None = None, *,
                    masked: Sequence[tuple[str, float | None]] = (("unstructured", 0.5), ("2:4", None)),
                    csr: Sequence[float] = (0.5, 0.9),
@@ -50,8 +55,7 @@ def speed_variants(dense: nn.Module, calibration: torch.Tensor | None = None, *,
     FFN channels kept by structured pruning (needs ``calibration`` token ids for its importance score).
     Each copy holds its own weights: SmolLM2 in float32 costs about 0.5 GB per variant.
     """
-    if not isinstance(dense, nn.Module):
-        raise TypeError(f"dense must be a torch.nn.Module (the unpruned model), got {type(dense).__name__}")
+    _check_dense(dense)
     if ffn_keep and calibration is None:
         raise ValueError("structured variants (ffn_keep) need calibration tokens: pass "
                          "calibration=text_splits(tokenizer)['calibration'], or ffn_keep=()")
@@ -88,6 +92,7 @@ def gpu_variants(dense: nn.Module, device: str | torch.device = "cuda", dtype: t
     same models run PyTorch's dense product (that is how the tests check them); only on a GPU do they
     time the kernels.
     """
+    _check_dense(dense)
     block_sparsity = checks.fraction("block_sparsity", block_sparsity)
     out: dict[str, Variant] = {
         "GPU dense": ({"kind": "dense", "runs_as": f"dense, {dtype}"}, copy.deepcopy(dense).to(device, dtype))}
@@ -116,11 +121,17 @@ def speeds_in_turns(variants: Mapping[str, Variant | nn.Module], tokenizer, roun
     if not isinstance(variants, Mapping) or not variants:
         raise ValueError("variants must be a non-empty dict {label: model or (info, model)}, e.g. from "
                          "speed_variants(model, calibration)")
+    if "repeats" in speed_args:
+        raise ValueError("speeds_in_turns times each model once per round: set rounds=..., not repeats")
     entries = {label: v if isinstance(v, tuple) else ({}, v) for label, v in variants.items()}
+    for label, (_, model) in entries.items():
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"variants[{label!r}] must be a model (torch.nn.Module) or (info, model), "
+                            f"got {type(model).__name__}")
     runs: dict[str, list[dict]] = {label: [] for label in entries}
     for _ in range(rounds):
         for label, (_, model) in entries.items():
-            runs[label].append(speed(model, tokenizer, **{**speed_args, "repeats": 1}))
+            runs[label].append(speed(model, tokenizer, **speed_args, repeats=1))
     return {label: {**info, **{k: statistics.median(r[k] for r in runs[label])
                                for k in ("prefill_tokens_per_s", "decode_tokens_per_s")},
                     "parameters": sum(p.numel() for p in model.parameters())}
