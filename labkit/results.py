@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import numbers
 import os
 import platform
 import sys
@@ -205,6 +207,59 @@ def versions() -> dict[str, str]:
     return out
 
 
+#: How deeply a results file may nest lists and objects. Rows are flat records holding a few small lists
+#: and dicts (the committed files nest 5 levels at most); anything deeper is a damaged or hostile file,
+#: refused with a clear error before it can exhaust Python's stack.
+MAX_DEPTH = 32
+
+
+class _Unfit(Exception):
+    """``value`` at ``where`` cannot be stored faithfully in a results file (internal: callers re-raise it)."""
+
+    def __init__(self, where: str, what: str):
+        where = where if len(where) <= 100 else where[:97] + "..."
+        super().__init__(f"{where or 'the envelope'} {what}")
+
+
+def _at(where: str, key: object) -> str:
+    """The place of ``key`` inside ``where``, written as in the errors: ``rows[3].val_loss``, ``load['1.25']``."""
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    if isinstance(key, str) and key.isidentifier():
+        return f"{where}.{key}" if where else key
+    return f"{where}[{key!r}]"
+
+
+def _plain(value: Any, where: str = "", depth: int = 0) -> Any:
+    """``value`` as the plain JSON data a results file holds, or :class:`_Unfit` naming the first bad place.
+
+    Tuples become lists (JSON has no tuples, so ``read`` returns lists anyway) and numpy floats and ints
+    Python ones. Refused: NaN and +-Infinity (JSON has no such numbers; where they appear, a run failed),
+    dict keys that are not strings (JSON would turn ``1`` into ``"1"``), nesting deeper than
+    :data:`MAX_DEPTH`, and anything that is not a number, string, bool, None, list, tuple or dict.
+    """
+    if depth > MAX_DEPTH:
+        raise _Unfit(where, f"nests lists or objects more than {MAX_DEPTH} levels deep")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):  # int, numpy ints
+        return int(value)
+    if isinstance(value, numbers.Real):  # float, numpy floats
+        x = float(value)
+        if not math.isfinite(x):
+            raise _Unfit(where, f"is {x} (NaN and Infinity are not numbers a results file may hold)")
+        return x
+    if isinstance(value, Mapping):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise _Unfit(where, f"has the key {bad[0]!r} ({type(bad[0]).__name__}); JSON keys are strings")
+        return {k: _plain(v, _at(where, k), depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, _at(where, i), depth + 1) for i, v in enumerate(value)]
+    raise _Unfit(where, f"is a {type(value).__name__} ({str(value)[:40]!r}); a results file holds numbers, "
+                 "strings, booleans, None, lists and dicts only (convert it, e.g. with float() or .tolist())")
+
+
 def _is(value: Any, types: Any) -> bool:
     types = types if isinstance(types, tuple) else (types,)
     if isinstance(value, bool) and bool not in types:
@@ -226,6 +281,10 @@ def check(data: Any, schema: str | Schema, source: str = "<data>") -> dict:
 
     if not isinstance(data, dict):
         raise fail(f"expected a JSON object (a results envelope), got {type(data).__name__}")
+    try:  # NaN, Infinity and 1e999 parse as floats: a broken file must never be read as a silently wrong number
+        _plain(data)
+    except _Unfit as e:
+        raise fail(str(e)) from None
     for name, types in {**ENVELOPE, **s.extra}.items():
         if name not in data:
             raise fail(f"field {name!r} is missing (old file format, or not a {s.name!r} results file)")
@@ -266,6 +325,9 @@ def read(name_or_path: str | Path, schema: str | Schema) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ResultsFileError(f"{path}: not valid JSON (truncated or damaged: {e}). Rebuild it with: {s.command}") \
             from None
+    except RecursionError:  # json's parser recurses once per level of nesting
+        raise ResultsFileError(f"{path}: nests lists or objects too deeply to be a results file (more than "
+                               f"{MAX_DEPTH} levels; damaged?). Rebuild it with: {s.command}") from None
     return check(data, s, str(path))
 
 
@@ -283,6 +345,13 @@ def envelope(rows: Sequence[Mapping], *, script: str, schema: str | Schema, extr
     s = _schema(schema)
     if not isinstance(script, str) or not script:
         raise TypeError(f"script must be the path of the script that made the rows, got {script!r}")
+    return _envelope(rows, s, script, extra, command, date, machine_text, versions_used,
+                     f"<{s.name} results from {script}>")
+
+
+def _envelope(rows: Sequence[Mapping], s: Schema, script: str, extra: Mapping | None, command: str | None,
+              date: str | None, machine_text: str | None, versions_used: Mapping | None, target: str) -> dict:
+    """:func:`envelope`; ``target`` (the file, or a description) is named in every error."""
     extra = dict(extra or {})
     clash = set(extra) & set(ENVELOPE)
     if clash:
@@ -291,7 +360,15 @@ def envelope(rows: Sequence[Mapping], *, script: str, schema: str | Schema, extr
             "date": date or dt.date.today().isoformat(), "machine": machine_text or machine(),
             "versions": dict(versions_used) if versions_used is not None else versions(),
             "rows": [dict(r) for r in rows], **extra}
-    return check(data, s, f"<{s.name} results from {script}>")  # never build what read() would refuse
+    return check(_writable(data, target), s, target)  # never build what read() would refuse
+
+
+def _writable(data: Mapping, target: str) -> dict:
+    """``data`` as plain JSON data (tuples as lists), or a :class:`ResultsFileError` naming ``target`` and the place."""
+    try:
+        return _plain(data)
+    except _Unfit as e:
+        raise ResultsFileError(f"cannot write {target}: {e}") from None
 
 
 def write(name: str | Path, rows: Sequence[Mapping], *, script: str, schema: str | Schema,
@@ -303,8 +380,10 @@ def write(name: str | Path, rows: Sequence[Mapping], *, script: str, schema: str
     (a unique temporary file, then a rename), so a reader never sees half a file.
     """
     path = path_of(name, folder)
-    data = envelope(rows, script=script, schema=schema, extra=extra, command=command, date=date,
-                    machine_text=machine_text, versions_used=versions_used)
+    s = _schema(schema)
+    if not isinstance(script, str) or not script:
+        raise TypeError(f"script must be the path of the script that made the rows, got {script!r}")
+    data = _envelope(rows, s, script, extra, command, date, machine_text, versions_used, str(path))
     write_envelope(path, data)
     return path
 
@@ -312,7 +391,7 @@ def write(name: str | Path, rows: Sequence[Mapping], *, script: str, schema: str
 def write_envelope(path: Path | str, data: Mapping) -> None:
     """Write an envelope made by :func:`envelope` to ``path``, atomically (unique temporary file, then rename)."""
     path = Path(path)
-    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    text = json.dumps(_writable(data, str(path)), indent=1, allow_nan=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -322,6 +401,7 @@ def write_envelope(path: Path | str, data: Mapping) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
 
 def find(schema: str | Schema, folder: Path | str | None = None, pattern: str = "*.json") -> list[Path]:
     """Files in ``folder`` (default :data:`RESULTS_DIR`) whose envelope says ``schema``, by name.
@@ -333,7 +413,7 @@ def find(schema: str | Schema, folder: Path | str | None = None, pattern: str = 
     for path in sorted(Path(folder if folder is not None else RESULTS_DIR).glob(pattern)):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             continue  # not a results envelope of any kind
         if isinstance(data, dict) and data.get("schema") == s.name:
             found.append(path)

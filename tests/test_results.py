@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from labkit import results
@@ -155,3 +156,93 @@ def test_reshape_script_parses_each_baseline_case_once():
     with pytest.raises(ValueError, match="unknown baseline case"):
         reshape.baseline_row({"section": "x", "case": "something new", "ms": 1.0})
     reshape.main()  # the committed files are envelopes already: nothing changes, every file reads back
+
+
+# ---- adversarial files and rows (issue 21, section 8) ---------------------------------------------------
+
+def _with(path, text_of_value: str, field: str = "val_loss") -> None:
+    """Rewrite ``field`` of row 0 as the raw JSON text ``text_of_value`` (``NaN`` is what json.dumps writes)."""
+    data = json.loads(path.read_text())
+    data["rows"][0][field] = "@@"
+    path.write_text(json.dumps(data).replace('"@@"', text_of_value))
+
+
+def test_read_refuses_nan_naming_file_and_field(tmp_path):
+    path = _write(tmp_path)
+    _with(path, "NaN")
+    with pytest.raises(results.ResultsFileError, match=r"rows\[0\]\.val_loss is nan") as e:
+        results.read(path, "moe_train")
+    assert str(path) in str(e.value) and COMMAND in str(e.value)
+
+
+@pytest.mark.parametrize("text, where", [
+    ("Infinity", r"rows\[0\]\.val_loss is inf"), ("-Infinity", r"rows\[0\]\.val_loss is -inf"),
+    ("1e999", r"rows\[0\]\.val_loss is inf"),  # overflows to infinity when parsed
+    ("[0.5, NaN]", r"rows\[0\]\.final_load_layer0\[1\] is nan"),  # inside an optional list field
+])
+def test_read_refuses_every_non_finite_number_anywhere(tmp_path, text, where):
+    field = "final_load_layer0" if text.startswith("[") else "val_loss"
+    path = _write(tmp_path)
+    _with(path, text, field)
+    with pytest.raises(results.ResultsFileError, match=where):
+        results.read(path, "moe_train")
+    # ... and in a nested dict or a top-level field, which the schema does not type-check
+    data = json.loads(_write(tmp_path, extra={"note": {"a": [1]}}).read_text())
+    data["note"]["a"][0] = "@@"
+    path.write_text(json.dumps(data).replace('"@@"', "-Infinity"))
+    with pytest.raises(results.ResultsFileError, match=r"note\.a\[0\] is -inf"):
+        results.read(path, "moe_train")
+
+
+def test_deeply_nested_file_is_a_results_file_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)  # deeper than Python's recursion limit
+    with pytest.raises(results.ResultsFileError, match="too deeply") as e:
+        results.read(path, "moe_train")
+    assert str(path) in str(e.value) and COMMAND in str(e.value)
+    assert results.find("moe_train", tmp_path) == []  # passed over, never a RecursionError
+
+
+@pytest.mark.parametrize("opening, closing", [("[", "]"), ('{"a": ', "}")])
+@pytest.mark.parametrize("levels", [results.MAX_DEPTH + 1, 500, 20_000])
+def test_any_nesting_beyond_the_limit_is_refused_by_name(tmp_path, opening, closing, levels):
+    """Lists or objects, shallower or deeper than the parser's own limit: a ResultsFileError every time."""
+    path = _write(tmp_path)
+    _with(path, opening * levels + "1" + closing * levels, "final_load_layer0")
+    with pytest.raises(results.ResultsFileError, match=r"deep") as e:
+        results.read(path, "moe_train")
+    assert str(path) in str(e.value)
+    assert results.find("moe_train", tmp_path) in ([], [path])  # never raises
+
+
+def test_write_of_nan_names_row_field_and_file(tmp_path):
+    with pytest.raises(results.ResultsFileError, match=r"rows\[1\]\.val_loss is nan") as e:
+        _write(tmp_path, rows=[ROW, dict(ROW, val_loss=float("nan"))])
+    assert str(tmp_path / "train.json") in str(e.value)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("row, extra, where", [
+    (dict(ROW, val_loss=float("inf")), None, r"rows\[0\]\.val_loss is inf"),
+    (dict(ROW, val_loss=float("-inf")), None, r"rows\[0\]\.val_loss is -inf"),
+    (dict(ROW, val_loss=np.float32("nan")), None, r"rows\[0\]\.val_loss is nan"),
+    (dict(ROW, final_load_layer0=[0.5, (1.0, float("nan"))]), None, r"rows\[0\]\.final_load_layer0\[1\]\[1\] is nan"),
+    (ROW, {"note": {"1.25": float("nan")}}, r"note\['1.25'\] is nan"),
+    (ROW, {"note": {1: 2}}, r"note has the key 1 \(int\)"),
+    (ROW, {"note": object()}, r"note is a object"),
+])
+def test_write_names_every_unwritable_value(tmp_path, row, extra, where):
+    with pytest.raises(results.ResultsFileError, match=where) as e:
+        _write(tmp_path, rows=[row], extra=extra)
+    assert "cannot write " + str(tmp_path / "train.json") in str(e.value)
+    with pytest.raises(results.ResultsFileError, match=where):  # and the same through write_envelope
+        results.write_envelope(tmp_path / "e.json", {"rows": [row], **(extra or {})})
+    assert not list(tmp_path.iterdir())
+
+
+def test_tuples_and_numpy_numbers_are_written_as_json_reads_them(tmp_path):
+    """JSON has no tuples: a tuple in a row is written, and checked, as the list read() returns."""
+    row = dict(ROW, seed=np.int64(3), val_loss=np.float32(1.5), final_load_layer0=(0.25, 0.75))
+    data = results.read(_write(tmp_path, rows=[row]), "moe_train")
+    assert data["rows"][0]["final_load_layer0"] == [0.25, 0.75] and data["rows"][0]["seed"] == 3
+    assert type(data["rows"][0]["seed"]) is int and data["rows"][0]["val_loss"] == 1.5
