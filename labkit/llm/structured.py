@@ -2,8 +2,12 @@
 
 Unstructured zeros need a sparse format and a sparse kernel to save anything; a smaller dense matrix
 is faster with the ordinary dense kernels, on any hardware. The price: a whole channel or head is a
-much coarser cut than single weights, and without retraining the loss is larger (LLM-Pruner, Ma et al.
-2023; FLAP, An et al. 2024; Sheared LLaMA, Xia et al. 2024 all retrain afterwards).
+much coarser cut than single weights, and one-shot the loss is larger. The papers win part of it
+back: LLM-Pruner (Ma et al. 2023) with a short LoRA fine-tune, Sheared LLaMA (Xia et al. 2024) with
+continued pre-training, and FLAP (An et al. 2024) without any retraining: it removes the channels whose
+input fluctuates least over the calibration data (weighted by their output weights) and adds their
+mean contribution back as a bias of the output layer. This module does none of these, so its numbers
+are the one-shot cost of the cut alone.
 
 Where the cuts go, in a Llama block:
 
