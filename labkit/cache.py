@@ -13,9 +13,12 @@ never executed. Producers store models as state dicts plus the config that rebui
 
 Writes go to a temporary file unique to the writer and are then renamed over the entry, so two
 kernels filling the same entry at once never see half a file, and no temporary file is left behind.
+A folder that cannot be written (a read-only shared ``LABKIT_CACHE``, a full disk) only costs the
+saving: the computed value is returned, with one warning per folder.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -23,9 +26,10 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TypeVar
 
+import numpy as np
 import torch
 
 from labkit import checks
@@ -37,10 +41,18 @@ T = TypeVar("T")
 FORMAT = 2
 
 
+#: Folders already reported as unwritable in this process (each is warned about once).
+_UNWRITABLE: set[Path] = set()
+
+
+def _folder() -> Path:
+    default = Path(__file__).resolve().parent.parent / ".cache" / "labkit"
+    return Path(os.environ.get("LABKIT_CACHE", default))
+
+
 def cache_dir() -> Path:
     """Where cached results are stored (created on first use)."""
-    default = Path(__file__).resolve().parent.parent / ".cache" / "labkit"
-    path = Path(os.environ.get("LABKIT_CACHE", default))
+    path = _folder()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -50,13 +62,37 @@ def key(name: str, version: int, config: dict) -> str:
 
     ``config`` holds only what changes the result (seeds, sizes, library versions), never facts
     about the machine such as its core count, so a cache made on one machine is used on another.
+    Tensors and arrays in it are keyed by their contents (see :func:`_key_part`).
     """
     if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"name must be letters, digits, '_' or '-', got {name!r}")
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
-    blob = json.dumps({"format": FORMAT, "version": version, "config": config}, sort_keys=True, default=str)
+    blob = json.dumps({"format": FORMAT, "version": version, "config": config}, sort_keys=True, default=_key_part)
     return f"{name}-v{version}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def _key_part(value: object) -> object:
+    """What stands in a key for a config value JSON cannot write itself.
+
+    A tensor or array by its contents (dtype, shape and a hash of its bytes), never by how it prints:
+    ``torch.tensor(0.1)`` and ``torch.tensor(0.10001)`` both print ``tensor(0.1000)``, and a large
+    tensor prints with ``...``. Dtypes, devices, paths and numpy scalars print exactly, so their text
+    is the key; anything else is refused (an object's text holds its memory address: never a hit).
+    """
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        t = (t.to_dense() if t.layout != torch.strided else t).contiguous()
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes()  # every dtype, bfloat16 included
+        return {"tensor": str(t.dtype), "shape": list(t.shape), "sha256": hashlib.sha256(data).hexdigest()}
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value).tobytes()
+        return {"array": value.dtype.str, "shape": list(value.shape), "sha256": hashlib.sha256(data).hexdigest()}
+    if isinstance(value, (np.generic, torch.dtype, torch.device, PurePath)):
+        return str(value)
+    raise TypeError(f"a cache key's config holds a {type(value).__name__} ({str(value)[:40]!r}), which has no "
+                    "exact text form: use numbers, strings, lists and dicts (or tensors) that say what changes "
+                    "the result")
 
 
 def _load_safe(path: Path) -> object:
@@ -97,7 +133,9 @@ def cached(name: str, version: int, config: dict, compute: Callable[[], T], *, t
     that many torch threads (restored afterwards), so the result does not depend on the machine's
     core count and the key need not mention it.
     """
-    path = cache_dir() / f"{key(name, version, config)}.pt"
+    path = _folder() / f"{key(name, version, config)}.pt"
+    with contextlib.suppress(OSError):  # a folder that cannot be made is reported when saving fails
+        path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         try:
             return _load_safe(path)  # type: ignore[return-value]
@@ -113,5 +151,13 @@ def cached(name: str, version: int, config: dict, compute: Callable[[], T], *, t
             result = compute()
         finally:
             torch.set_num_threads(previous)
-    _write_atomic(path, _safe_bytes(result, name))
+    data = _safe_bytes(result, name)
+    try:
+        _write_atomic(path, data)
+    except OSError as e:  # read-only shared cache, full disk: the value is still good, only saving failed
+        if path.parent not in _UNWRITABLE:
+            _UNWRITABLE.add(path.parent)
+            warnings.warn(f"labkit cache: cannot save results in {path.parent} ({type(e).__name__}: "
+                          f"{e.strerror or e}); they are computed but not kept. Set LABKIT_CACHE to a folder "
+                          "you can write to keep them.", stacklevel=2)
     return result

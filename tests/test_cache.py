@@ -1,6 +1,8 @@
 """The disk cache is safe to share: nothing in it runs code, writes are atomic, keys are machine-independent."""
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 import textwrap
@@ -224,3 +226,87 @@ def test_pruning_explorer_loads_from_cache(fresh_cache, monkeypatch):
     for layer, mask in a["entries"][key]["masks"].items():
         assert isinstance(b["entries"][key]["masks"][layer], np.ndarray)
         assert np.array_equal(mask, b["entries"][key]["masks"][layer])
+
+
+# ---- an unwritable cache folder, and keys holding tensors (issue 21, section 8) ------------------------
+
+def test_read_only_cache_returns_the_value_and_warns_once(fresh_cache, monkeypatch):
+    """A read-only shared LABKIT_CACHE: the temporary file cannot be made (PermissionError)."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    fresh_cache.mkdir()
+    monkeypatch.setattr(cache.tempfile, "mkstemp", refuse)  # what a read-only folder does (even for root)
+    monkeypatch.setattr(cache, "_UNWRITABLE", set())
+    with pytest.warns(UserWarning, match=r"cannot save results in .*cache.*Permission denied.*LABKIT_CACHE") as w:
+        assert cache.cached("demo", 1, {"a": 1}, lambda: {"w": torch.ones(3)})["w"].sum() == 3
+    assert len(w) == 1
+    with warnings.catch_warnings():  # once per folder: a second entry is computed without another warning
+        warnings.simplefilter("error")
+        assert cache.cached("demo", 1, {"a": 2}, lambda: 7) == 7
+        assert cache.cached("demo", 1, {"a": 1}, lambda: 8) == 8  # nothing was saved: computed again
+    assert list(fresh_cache.iterdir()) == []  # and no temporary file left behind
+
+
+@pytest.mark.parametrize("kind", ["not a folder", "read-only", "disk full"])
+def test_any_unwritable_folder_costs_only_the_saving(tmp_path, monkeypatch, kind):
+    monkeypatch.setattr(cache, "_UNWRITABLE", set())
+    folder = tmp_path / "cache"
+    if kind == "not a folder":  # LABKIT_CACHE under a file: the folder cannot even be created
+        (tmp_path / "file").write_text("x")
+        folder = tmp_path / "file" / "cache"
+    elif kind == "read-only":
+        folder.mkdir()
+        folder.chmod(0o555)
+        if os.access(folder, os.W_OK):  # root ignores permissions: simulate the refusal instead
+            monkeypatch.setattr(cache.os, "replace", _raise(PermissionError(13, "Permission denied")))
+    else:
+        monkeypatch.setattr(cache.os, "replace", _raise(OSError(errno.ENOSPC, "No space left on device")))
+    monkeypatch.setenv("LABKIT_CACHE", str(folder))
+    with pytest.warns(UserWarning, match="cannot save results in"):
+        assert cache.cached("demo", 1, {}, lambda: [1, 2]) == [1, 2]
+    if folder.is_dir():
+        assert [p for p in folder.iterdir()] == []  # no temporary file left behind
+        folder.chmod(0o755)
+
+
+def _raise(error: OSError):
+    def fail(*args, **kwargs):
+        raise error
+    return fail
+
+
+def test_keys_of_tensors_that_print_alike_differ():
+    a, b = torch.tensor(0.1), torch.tensor(0.10001)
+    assert str(a) == str(b)  # they print alike: a key made from the text would collide
+    assert cache.key("demo", 1, {"t": a}) != cache.key("demo", 1, {"t": b})
+    assert cache.key("demo", 1, {"t": a}) == cache.key("demo", 1, {"t": torch.tensor(0.1)})  # same contents
+
+
+@pytest.mark.parametrize("make_a, make_b", [
+    (lambda: torch.zeros(2000), lambda: torch.zeros(2000).index_fill(0, torch.tensor([1000]), 1.0)),  # "..."
+    (lambda: torch.zeros(4), lambda: torch.zeros(2, 2)),  # same values, another shape
+    (lambda: torch.zeros(4), lambda: torch.zeros(4, dtype=torch.float64)),  # another dtype
+    (lambda: torch.tensor([1.0, 2.0], dtype=torch.bfloat16), lambda: torch.tensor([1.0, 2.015625],
+                                                                                   dtype=torch.bfloat16)),
+    (lambda: torch.eye(3).to_sparse_csr(), lambda: (2 * torch.eye(3)).to_sparse_csr()),
+    (lambda: np.zeros(2000), lambda: np.where(np.arange(2000) == 1000, 1.0, 0.0)),  # numpy prints "..." too
+    (lambda: {"nested": [torch.zeros(2000)]}, lambda: {"nested": [torch.arange(2000.0) == 5]}),
+])
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_keys_follow_tensor_contents_shape_and_dtype(make_a, make_b):
+    assert cache.key("demo", 1, {"t": make_a()}) != cache.key("demo", 1, {"t": make_b()})
+    assert cache.key("demo", 1, {"t": make_a()}) == cache.key("demo", 1, {"t": make_a()})
+
+
+def test_plain_configs_keep_their_keys_and_odd_values_are_refused():
+    """Keys of plain configs are what they were (a shared, pre-seeded cache stays valid)."""
+    import hashlib
+    import json
+
+    config = {"kind": "mlp", "seed": 0, "lr": 1e-3, "widths": (64, 32), "torch": "2.5.1", "none": None}
+    blob = json.dumps({"format": cache.FORMAT, "version": 3, "config": config}, sort_keys=True)
+    assert cache.key("demo", 3, config) == f"demo-v3-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+    assert cache.key("demo", 1, {"d": torch.float16}) != cache.key("demo", 1, {"d": torch.bfloat16})
+    with pytest.raises(TypeError, match="config holds a object"):
+        cache.key("demo", 1, {"x": object()})  # its text holds a memory address: never the same key twice
