@@ -839,7 +839,8 @@ class Session:
 
 @contextmanager
 def measure(items: int = 1, *, min_window_s: float | None = None, idle_s: float = 0.0,
-            meters: Sequence | None = None, max_repeats: int = 100_000) -> Iterator[Session]:
+            meters: Sequence | None = None, max_repeats: int = 100_000, threads: int | None = None
+            ) -> Iterator[Session]:
     """Measure the energy of some work with every meter available here.
 
     ``items`` is how many items (inputs, tokens) one call of the work handles, for joules per item.
@@ -847,6 +848,14 @@ def measure(items: int = 1, *, min_window_s: float | None = None, idle_s: float 
     0.2 s without sensors). ``idle_s`` > 0 first measures an idle baseline that long and reports a
     *dynamic* reading (idle power x window subtracted) next to each measured total.
     Use ``m.run(fn)`` inside the block to repeat short work; otherwise the block itself is the window.
+
+    ``threads`` sets torch's CPU thread count for the whole block (restored after it); ``None`` keeps
+    the current count. Time a small model with ``threads=1``: a batch-1 digits classifier gains
+    nothing from a second thread, and every multi-threaded operation ends with the threads waiting
+    for each other. On a busy machine one of them is often descheduled, and that wait, not the model,
+    fills the window: on a loaded 2-core laptop the MoE's ``index_add`` made one input take a hundred
+    times longer than in one thread. One thread has nobody to wait for, whatever ``OMP_WAIT_POLICY``
+    the kernel was started with.
     """
     items = checks.positive_int("items", items)
     if min_window_s is not None and checks.finite("min_window_s", min_window_s) <= 0:
@@ -861,14 +870,29 @@ def measure(items: int = 1, *, min_window_s: float | None = None, idle_s: float 
         bad = [type(m).__name__ for m in meters if not isinstance(m, Meter)]
         if bad:
             raise TypeError(f"meters must follow energy.Meter (name, period_s, status, start, poll, stop); got {bad}")
+    if threads is not None:
+        threads = checks.positive_int("threads", threads)
     session = Session(items, min_window_s, idle_s, list(meters) if meters is not None else default_meters(),
                       max_repeats)
-    session._start_body()
+    with _torch_threads(threads):
+        session._start_body()
+        try:
+            yield session
+        except BaseException:
+            if session._body_state is not None:
+                for m, st in zip(session.sensors, session._body_state, strict=True):
+                    m.stop(st)
+            raise
+        session._finish_body()
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads (``None``: unchanged), then restore the previous count."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
-        yield session
-    except BaseException:
-        if session._body_state is not None:
-            for m, st in zip(session.sensors, session._body_state, strict=True):
-                m.stop(st)
-        raise
-    session._finish_body()
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -275,6 +275,7 @@ def test_measure_body_without_run_warns_about_short_window_and_no_model():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(items=0), "items"), (dict(items=-3), "items"), (dict(min_window_s=0), "min_window_s"),
     (dict(min_window_s=-1.0), "min_window_s"), (dict(idle_s=-0.5), "idle_s"), (dict(max_repeats=0), "max_repeats"),
+    (dict(threads=0), "threads"),
 ])
 def test_measure_bad_inputs(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -357,3 +358,84 @@ def test_doctor_lists_every_sensor_with_a_reason():
     assert list(checks) == ["energy: nvml", "energy: rapl", "energy: model", "energy: wall-time"]
     assert all(c.detail for c in checks.values())
     assert checks["energy: model"].status == doctor.OK
+
+
+# ------------------------------------------------------------------ the thread count of a measurement
+
+
+@pytest.fixture
+def two_threads():
+    """Two torch threads before the test (a notebook's setting), whatever they were, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_measure_threads_holds_for_the_block_and_the_run_then_is_restored(two_threads):
+    seen = []
+    with energy.measure(min_window_s=0.01, meters=[ModelMeter()], threads=1) as m:
+        seen.append(torch.get_num_threads())
+        m.run(lambda: seen.append(torch.get_num_threads()), warmup=2)
+    assert set(seen) == {1} and len(seen) > 3  # the block, the warm-up and every timed call
+    assert torch.get_num_threads() == 2
+
+
+def test_measure_threads_restored_after_an_error(two_threads):
+    with pytest.raises(RuntimeError, match="boom"):
+        with energy.measure(min_window_s=0.01, meters=[], threads=1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == 2
+
+
+def test_measure_without_threads_keeps_the_count(two_threads):
+    with energy.measure(min_window_s=0.01, meters=[]) as m:
+        m.run(lambda: None)
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("threads, error", [(1.5, TypeError), ("1", TypeError), (-1, ValueError)])
+def test_measure_rejects_bad_threads_before_changing_anything(two_threads, threads, error):
+    with pytest.raises(error, match="threads"):
+        with energy.measure(meters=[], threads=threads):
+            pass
+    assert torch.get_num_threads() == 2
+
+
+def test_measure_zoo_times_every_model_in_one_thread_and_restores_the_count(two_threads):
+    """The zoo is timed in MEASURE_THREADS threads (1): on a busy 2-core machine, 2-thread timings of
+    these tiny models measured the threads waiting for each other, not the model (issue 21)."""
+    from labkit.data import Split
+    from labkit.experiments import energy_zoo
+
+    class Probe(torch.nn.Module):
+        """A model that records the thread count of every forward pass."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 2)
+            self.threads: list[int] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.threads.append(torch.get_num_threads())
+            return self.linear(x)
+
+    zoo = {name: energy_zoo.ZooModel(name, "probe", Probe(), []) for name in ("a", "b")}
+    test = Split(torch.randn(8, 4), torch.zeros(8, dtype=torch.long))
+    text = energy_zoo.measure_zoo(zoo, test, batch_sizes=(1, 4), min_window_s=0.01)
+    assert energy_zoo.MEASURE_THREADS == 1
+    for entry in zoo.values():
+        assert entry.model.threads and set(entry.model.threads) == {1}
+    assert text.count(f"torch threads: {energy_zoo.MEASURE_THREADS}") == 4
+    assert torch.get_num_threads() == 2
+
+
+def test_measure_zoo_rejects_a_batch_larger_than_the_test_split():
+    from labkit.data import Split
+    from labkit.experiments import energy_zoo
+
+    zoo = {"a": energy_zoo.ZooModel("a", "linear", torch.nn.Linear(4, 2), [])}
+    with pytest.raises(ValueError, match="batch size 16 is larger than the test split"):
+        energy_zoo.measure_zoo(zoo, Split(torch.randn(8, 4), torch.zeros(8, dtype=torch.long)), batch_sizes=(16,))

@@ -168,22 +168,31 @@ def batching_rows(zoo: dict[str, ZooModel], test: Split, batch_sizes: tuple[int,
     return out
 
 
+#: Torch threads :func:`measure_zoo` times the zoo with. These models are tiny (a batch-1 input is a few
+#: thousand multiply-adds): a second thread only adds the wait at the end of every parallel operation,
+#: and on a busy machine that wait, not the model, is what a 2-thread timing measures.
+MEASURE_THREADS = 1
+
+
 def measure_zoo(zoo: dict[str, ZooModel], test: Split, batch_sizes: tuple[int, ...] = (1, 64),
                 min_window_s: float = 0.2) -> str:
     """Measure every model with :func:`labkit.energy.measure` on this machine; text lines with every label.
 
-    Machine-dependent: wall time is measured; joules are whatever the best available meter gives
-    (estimated where there is no sensor) and say so.
+    Machine-dependent: wall time is measured, in :data:`MEASURE_THREADS` torch thread(s) (the count
+    before is restored); joules are whatever the best available meter gives (estimated where there is
+    no sensor) and say so.
     """
+    _check_zoo_and_batches(zoo, test, batch_sizes)
     lines = []
     with torch.no_grad():
         for entry in zoo.values():
             for b in batch_sizes:
-                with energy.measure(items=b, min_window_s=min_window_s) as m:
+                with energy.measure(items=b, min_window_s=min_window_s, threads=MEASURE_THREADS) as m:
                     report = m.run(functools.partial(entry.model, test.x[:b]), warmup=3)
                 assert report.wall_s is not None, "measure() times its window"
                 us = 1e6 * report.wall_s / (b * report.repeats)
                 lines.append(f"{entry.name:<13} batch {b:>3}: {us:8.2f} us per inference (MEASURED wall time, "
-                             f"{report.repeats} repeats); {report.joules_per_item:.3g} J per inference "
-                             f"{report.kind.upper()} ({report.primary.scope})")
+                             f"{report.repeats} repeats, torch threads: {MEASURE_THREADS}); "
+                             f"{report.joules_per_item:.3g} J per inference {report.kind.upper()} "
+                             f"({report.primary.scope})")
     return "\n".join(lines)
