@@ -6,20 +6,28 @@ inputs ``X``. Its curvature is ``H = X X^T`` (input features x input features).
 
 The idea is Optimal Brain Surgeon applied column by column. Going left to right over the input
 columns, prune the chosen weights of column ``j`` and push each removed weight's error onto the columns
-to its right, which can still change:
+to its right, which can still change. With ``F = {j, j+1, ...}`` the columns not yet fixed and
+``H_F^-1 = (H[F, F])^-1`` the inverse Hessian restricted to them:
 
-    err = (w_j - q_j) / [H^-1]_jj          (q_j: column j after pruning)
-    W[:, j+1:] -= err * [H^-1]_j,j+1:      (the OBS update)
+    err = (w_j - q_j) / [H_F^-1]_jj          (q_j: column j after pruning)
+    W[:, j+1:] -= err * [H_F^-1]_j,j+1:      (the OBS update)
 
-Using the *upper Cholesky factor* ``U`` of ``H^-1`` instead of ``H^-1`` itself gives, row ``j`` of ``U``,
-exactly the update for "columns 0..j-1 already fixed": no re-inversion per column.
+Using the *upper Cholesky factor* ``U`` of ``H^-1`` (``H^-1 = U^T U``) avoids re-inverting ``H[F, F]``
+after every column: ``U[F, F]^T U[F, F]`` *is* ``H_F^-1``, so row ``j`` of ``U`` scaled by ``U_jj`` is the
+row of ``H_F^-1`` above, and ``U_jj^2 = [H_F^-1]_jj``. The code therefore computes
+``err = (w_j - q_j) / U_jj`` and ``W[:, j:] -= err * U[j, j:]``.
 
 Lazy batch updates: the loop touches only a block of ``block_size`` columns (128); the errors of the
 whole block reach the columns to its right in one matrix multiply at the end of the block.
 
-The mask is chosen by ``w^2 / [U]_jj^2`` (the OBS saliency): for unstructured sparsity once per block
-of columns (exactly the wanted count in each block), for N:M inside each group of M columns when the
-loop reaches it.
+The mask is chosen by the OBS saliency ``w^2 / [H_F^-1]_jj``, computed as ``w^2 / U_jj^2`` (the same
+number, by the identity above): for unstructured sparsity once per block of columns (exactly the wanted
+count in each block), for N:M inside each group of M columns when the loop reaches it.
+
+A *dead* input (always zero in the calibration data, ``H_jj = 0``) has saliency 0: removing its
+weights changes nothing the calibration can see, so they are pruned first, but only within the
+wanted count. At sparsity 0 nothing is pruned and the weight comes back unchanged, dead inputs
+included: they may well be nonzero on other inputs.
 """
 from __future__ import annotations
 
@@ -27,6 +35,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+from labkit import checks
 
 
 def hessian(x: torch.Tensor) -> torch.Tensor:
@@ -44,6 +54,11 @@ def _lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
     if k > 0:
         prune[torch.sort(scores.flatten(), stable=True).indices[:k]] = True
     return prune.reshape(scores.shape)
+
+
+def _saliency(w: torch.Tensor, d: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """OBS saliency ``w^2 / U_jj^2`` of each weight; 0 for the weights of dead inputs (pruning them costs nothing)."""
+    return torch.where(dead, 0.0, w**2 / d**2)
 
 
 @contextmanager
@@ -65,13 +80,30 @@ def sparsegpt(weight: torch.Tensor, h: torch.Tensor, sparsity: float = 0.5, n: i
               block_size: int = 128, damping: float = 0.01) -> torch.Tensor:
     """Prune ``weight`` ``(out, in)`` with SparseGPT given ``h = hessian(x)``; returns the new weight.
 
-    Unstructured (``n = m = 0``): exactly ``round(sparsity * out * in)`` zeros, counted block by block.
-    N:M (e.g. ``n=2, m=4``): in every group of ``m`` consecutive inputs of a row, ``m - n`` are zero.
+    Unstructured (``n = m = 0``): exactly ``round(sparsity * out * in)`` weights pruned to zero, counted
+    block by block (``sparsity`` in [0, 1); 0 returns the weight unchanged).
+    N:M (e.g. ``n=2, m=4``, with ``0 < n < m``): in every group of ``m`` consecutive inputs of a row,
+    ``m - n`` are zero; ``sparsity`` is then not used (it is implied: ``1 - n/m``), but must still be valid.
     ``damping`` adds that share of the mean diagonal of ``h`` to its diagonal, so it can be inverted.
     """
+    weight = checks.tensor("weight", weight, dim=2, nonempty=True, all_finite=True)
+    if not weight.dtype.is_floating_point:
+        raise TypeError(f"weight must be a floating-point tensor, got {weight.dtype}")
     rows, cols = weight.shape
+    h = checks.tensor("h", h, dim=2, all_finite=True)
     if h.shape != (cols, cols):
         raise ValueError(f"h must be ({cols}, {cols}) for a weight with {cols} inputs, got {tuple(h.shape)}")
+    sparsity = checks.fraction("sparsity", sparsity)
+    n, m = checks.nonneg_int("n", n), checks.nonneg_int("m", m)
+    block_size = checks.positive_int("block_size", block_size)
+    damping = checks.finite("damping", damping, low=0.0)
+    if m == 0 and n != 0:
+        raise ValueError(f"n={n} needs m (an N:M pattern such as n=2, m=4); for unstructured pruning pass n=0, m=0")
+    if m and not 0 < n < m:
+        raise ValueError(f"an N:M pattern keeps 0 < n < m weights of every m, got n={n}, m={m} (e.g. n=2, m=4)")
+    if m and (cols % m or block_size % m):
+        raise ValueError(f"N:M with m={m} needs the input size ({cols}) and block_size ({block_size}) to be "
+                         f"multiples of m, so that no group of {m} straddles a block or the matrix edge")
     with one_thread():
         return _sparsegpt(weight, h, sparsity, n, m, block_size, damping)
 
@@ -81,9 +113,11 @@ def _sparsegpt(weight: torch.Tensor, h: torch.Tensor, sparsity: float, n: int, m
     rows, cols = weight.shape
     w = weight.detach().float().clone()
     h = h.double().clone()
-    dead = torch.diag(h) == 0  # an input that is always zero: its weights do nothing, prune them freely
+    # An input that is always zero: H_jj = 0 cannot be inverted, so its Hessian entry becomes 1 (its row and
+    # column are zero, so the inverse then leaves the other columns alone). Its weights are *not* zeroed here:
+    # they get saliency 0 below, which prunes them first but only within the wanted count.
+    dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
-    w[:, dead] = 0.0
     h += damping * torch.diag(h).mean() * torch.eye(cols, dtype=h.dtype)
     try:
         h_inv = torch.cholesky_inverse(torch.linalg.cholesky(h))
@@ -96,16 +130,16 @@ def _sparsegpt(weight: torch.Tensor, h: torch.Tensor, sparsity: float, n: int, m
         i2 = min(i1 + block_size, cols)
         w1, u1 = w[:, i1:i2].clone(), u[i1:i2, i1:i2]
         err1 = torch.zeros_like(w1)
-        d = torch.diag(u1)
+        d, dead1 = torch.diag(u1), dead[i1:i2]
         if m == 0:
             # Exact running count: after column i2, round(sparsity * rows * i2) weights are pruned in total.
             k = round(sparsity * rows * i2) - round(sparsity * rows * i1)
-            prune1 = _lowest(w1**2 / d**2, k)
+            prune1 = _lowest(_saliency(w1, d, dead1), k)
         else:
             prune1 = torch.zeros_like(w1, dtype=torch.bool)
         for i in range(i2 - i1):
             if m and i % m == 0:  # N:M: choose this group's m - n weights per row with the current values
-                group = w1[:, i:i + m] ** 2 / d[i:i + m] ** 2
+                group = _saliency(w1[:, i:i + m], d[i:i + m], dead1[i:i + m])
                 drop = torch.sort(group, dim=1, stable=True).indices[:, :m - n]
                 prune1[:, i:i + m].scatter_(1, drop, True)
             col = w1[:, i]
