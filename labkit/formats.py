@@ -27,6 +27,12 @@ Every :class:`Format` answers three questions:
 Conv weights ``(out, in, kh, kw)`` are viewed as the ``(out, in * kh * kw)`` matrix a GEMM kernel sees.
 ``value_bytes`` is 4 for float32 and 2 for fp16/bf16; ``index_bytes`` 4 for int32 indices (torch's own
 sparse tensors use int64: 8).
+
+A weight may also be given as a torch sparse tensor (``to_sparse_csr()``, ``to_sparse_bsr(...)``,
+``to_sparse()``...): it is counted as the weight it holds, in every format, so an explicitly stored zero is
+a zero. For what a torch CSR tensor itself occupies, pass its own widths: ``weight_bytes(t,
+t.values().element_size(), t.col_indices().element_size())`` is the bytes of its values, ``crow_indices``
+and ``col_indices``.
 """
 from __future__ import annotations
 
@@ -75,8 +81,10 @@ def as_matrix(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _check_matrix_weight(weight: object) -> torch.Tensor:
-    w = checks.tensor("weight", weight, dim=(2, 4), nonempty=True)
-    return as_matrix(w.detach())
+    w = checks.tensor("weight", weight, dim=(2, 4), nonempty=True).detach()
+    if w.layout != torch.strided:  # a torch sparse tensor (COO, CSR, CSC, BSR, BSC): the weight it holds
+        w = w.to_dense()
+    return as_matrix(w)
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
@@ -118,7 +126,10 @@ class Format:
 
     def weight_bytes(self, weight: torch.Tensor, value_bytes: int = 4, index_bytes: int = 4,
                      block: Block = 4) -> int | None:
-        """Exact bytes to store this ``weight`` (its real zeros), or ``None`` if the format cannot hold it."""
+        """Exact bytes to store this ``weight`` (its real zeros), or ``None`` if the format cannot hold it.
+
+        ``weight``: a dense tensor or a torch sparse one (counted as the weight it holds; see the module docstring).
+        """
         mat = _check_matrix_weight(weight)
         vb, ib = _check_bytes(value_bytes, index_bytes)
         return self._weight_bytes(mat, vb, ib, tile(block))
@@ -255,7 +266,7 @@ def get(name: str, arg: str = "format") -> Format:
 def storage_bytes(weight: torch.Tensor, value_bytes: int = 4, index_bytes: int = 4,
                   block: Block = 4) -> dict[str, int | None]:
     """Exact bytes of ``weight`` in every format of :data:`FORMATS` (``None``: the format cannot hold it)."""
-    _check_matrix_weight(weight)
     with warnings.catch_warnings():  # torch warns that sparse CSR/BSR support is in beta: not the learner's problem
         warnings.simplefilter("ignore", UserWarning)
-        return {name: f.weight_bytes(weight, value_bytes, index_bytes, block) for name, f in FORMATS.items()}
+        mat = _check_matrix_weight(weight)  # once (a sparse tensor is made dense here), then each format counts
+        return {name: f.weight_bytes(mat, value_bytes, index_bytes, block) for name, f in FORMATS.items()}

@@ -114,3 +114,56 @@ def test_conv_weights_are_counted_as_matrices():
     sizes = formats.storage_bytes(w)
     assert sizes["dense"] == 8 * 8 * 4 and sizes["csr"] == 64 * 8 + 9 * 4
     assert sizes["bitmask"] == 64 * 4 + math.ceil(64 / 8)
+
+
+# ---- torch sparse tensors as weights (issue 21, section 8) -----------------------------------------------
+
+def _pruned(rows=8, cols=16, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cols, generator=g)
+    return torch.where(w.abs() < 0.8, 0.0, w).to(dtype)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_weight_bytes_of_a_csr_tensor_counts_values_and_both_index_arrays():
+    t = _pruned().to_sparse_csr()  # int64 indices, as torch makes them
+    vb, ib = t.values().element_size(), t.col_indices().element_size()
+    assert ib == 8
+    own = t.values().nbytes + t.crow_indices().nbytes + t.col_indices().nbytes
+    assert FORMATS["csr"].weight_bytes(t, vb, ib) == own
+    # int32 indices: the same count with index_bytes=4
+    t32 = torch.sparse_csr_tensor(t.crow_indices().int(), t.col_indices().int(), t.values(), t.shape,
+                                  check_invariants=True)
+    own32 = t32.values().nbytes + t32.crow_indices().nbytes + t32.col_indices().nbytes
+    assert FORMATS["csr"].weight_bytes(t32, vb, t32.col_indices().element_size()) == own32
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("to_sparse", [
+    lambda w: w.to_sparse(), lambda w: w.to_sparse_csr(), lambda w: w.to_sparse_csc(),
+    lambda w: w.to_sparse_bsr((2, 4)), lambda w: w.to_sparse_bsc((4, 4))], ids=["coo", "csr", "csc", "bsr", "bsc"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_sparse_layout_counts_as_the_weight_it_holds(to_sparse, dtype):
+    w = _pruned(dtype=dtype)
+    t = to_sparse(w)
+    assert formats.storage_bytes(t, 2, 4, 4) == formats.storage_bytes(w, 2, 4, 4)
+    for name, f in FORMATS.items():
+        assert f.weight_bytes(t) == f.weight_bytes(w), name
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_sparse_tensors_with_stored_zeros_conv_shape_or_no_entries():
+    w = _pruned()
+    # a stored zero is a zero: counted as the weight holds it, never as an extra nonzero
+    csr = w.to_sparse_csr()
+    values = csr.values().clone()
+    values[0] = 0.0
+    with_zero = torch.sparse_csr_tensor(csr.crow_indices(), csr.col_indices(), values, csr.shape, check_invariants=True)
+    assert FORMATS["csr"].weight_bytes(with_zero) == FORMATS["csr"].weight_bytes(with_zero.to_dense())
+    assert FORMATS["csr"].weight_bytes(with_zero) == FORMATS["csr"].weight_bytes(w) - 8
+    conv = _pruned(4, 18).reshape(4, 2, 3, 3)  # a 4-D conv weight as sparse COO: the (4, 18) matrix
+    assert formats.storage_bytes(conv.to_sparse()) == formats.storage_bytes(conv)
+    empty = torch.zeros(4, 8).to_sparse_csr()  # every weight pruned: only the row pointers remain
+    assert FORMATS["csr"].weight_bytes(empty, 4, 4) == 5 * 4
+    with pytest.raises(ValueError, match="weight must have 2 or 4 dimensions"):
+        FORMATS["csr"].weight_bytes(torch.zeros(2, 2, 2).to_sparse())
