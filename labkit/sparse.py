@@ -9,7 +9,8 @@ one *per token count* from measurements:
 * ``format="auto"`` (default): for each token-count bucket (1, 16, 128, 1024, 8192 tokens) it uses
 
   1. the committed benchmark results for this GPU (``benchmarks/results/<gpu-name>.json``, written
-     by ``benchmarks/kernels.py``) when the file exists and covers this dtype; otherwise
+     by ``benchmarks/kernels.py``, read and checked through ``labkit.results``) when the file exists
+     and covers this dtype; otherwise
   2. a quick measurement of every candidate on this device, the first time a bucket is seen.
 
   Dense is always a candidate, and a sparse path is chosen only when it beats dense by more than
@@ -29,7 +30,6 @@ Tolerance: outputs match the masked dense layer to :data:`labkit.kernels.runtime
 """
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -52,6 +52,7 @@ MARGIN = 1.05
 #: "auto" keeps (and times) CSR only at or below this density: CSR moves 3x the bytes of dense per
 #: kept weight and runs without tensor cores, so above it CSR cannot win (kernels/csr_linear.py).
 CSR_MAX_DENSITY = 0.1
+from labkit import results  # noqa: E402
 from labkit.results import RESULTS_DIR  # noqa: E402
 
 
@@ -399,7 +400,12 @@ class SparseLinear(nn.Module):
         path = gpu_results_path(values.device) if values.is_cuda else None
         if path is None:
             return None
-        return self.plan_from_results(json.loads(path.read_text())["rows"], bucket)
+        return self.plan_from_file(path, bucket)
+
+    def plan_from_file(self, path: Path | str, bucket: int) -> str:
+        """:meth:`plan_from_results` for the rows of a ``benchmarks/kernels.py`` results file, read (and
+        checked) through :mod:`labkit.results`: a damaged file raises an error naming it, never a wrong plan."""
+        return self.plan_from_results(results.read(path, "kernels")["rows"], bucket)
 
     def plan_from_results(self, rows: list[dict], bucket: int) -> str:
         """The format the benchmark rows (``benchmarks/kernels.py`` columns) say is fastest for ``bucket``

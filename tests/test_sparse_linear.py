@@ -241,6 +241,52 @@ def test_plan_from_benchmark_rows():
     assert layer.plan_from_results([], 16) == "dense"  # nothing measured: dense
 
 
+def _kernels_file(tmp_path, rows):
+    from labkit import results
+
+    return results.write(tmp_path / "nvidia-x.json", rows, script="benchmarks/kernels.py", schema="kernels",
+                         extra={"gpu": "NVIDIA X", "smoke": False})
+
+
+def _kernel_row(**fields):
+    row = dict(kernel="csr", M=16, N=96, K=96, dtype="float32", density=0.1, block=None, ms=0.5, dense_ms=1.0,
+               baseline=None, baseline_ms=None, speedup_vs_dense=2.0, speedup_vs_baseline=None)
+    return {**row, **fields}
+
+
+def test_plan_from_file_reads_the_gpu_results_through_labkit_results(tmp_path):
+    from labkit import results
+
+    w = torch.randn(96, 96)
+    w = w * (torch.rand(96, 96, generator=torch.Generator().manual_seed(0)) < 0.05)  # CSR is kept
+    layer = SparseLinear(w)
+    assert layer.plan_from_file(_kernels_file(tmp_path, [_kernel_row()]), 16) == "csr"
+    path = _kernels_file(tmp_path, [_kernel_row()])
+    path.write_text(path.read_text().replace('"speedup_vs_dense": 2.0', '"speedup_vs_dense": NaN'))
+    with pytest.raises(results.ResultsFileError, match=r"nvidia-x.json: rows\[0\].speedup_vs_dense is nan"):
+        layer.plan_from_file(path, 16)  # a broken file is an error naming it, never a plan from a wrong number
+
+
+@pytest.mark.parametrize("damage, error, match", [
+    (lambda p: p.unlink(), "ResultsFileMissing", "benchmarks/kernels.py"),
+    (lambda p: p.write_text(p.read_text()[:-30]), "ResultsFileError", "not valid JSON"),
+    (lambda p: p.write_text(p.read_text().replace('"kernel": "csr"', '"kernel": 3')), "ResultsFileError",
+     r"rows\[0\].kernel must be str"),
+    (lambda p: p.write_text(p.read_text().replace('"schema": "kernels"', '"schema": "energy"')),
+     "ResultsFileError", "expected 'kernels'"),
+    (lambda p: p.write_text(p.read_text().replace('"ms": 0.5', '"ms": -Infinity')), "ResultsFileError",
+     r"rows\[0\].ms is -inf"),
+])
+def test_plan_from_file_refuses_every_damaged_file_by_name(tmp_path, damage, error, match):
+    from labkit import results
+
+    layer = SparseLinear(torch.randn(96, 96) * (torch.rand(96, 96) < 0.05))
+    path = _kernels_file(tmp_path, [_kernel_row()])
+    damage(path)
+    with pytest.raises(getattr(results, error), match=match):
+        layer.plan_from_file(path, 16)
+
+
 # ---- autograd (issue 11): gradients to the input and the kept values, zeros stay zero --------------
 VALUES = {"dense": "weight", "auto": "weight", "bsr": "bsr_values", "2:4": "s24_values", "csr": "csr_values"}
 FIT = {"dense": "block", "auto": "block", "bsr": "block", "2:4": "nm", "csr": "block"}
