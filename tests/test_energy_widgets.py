@@ -78,7 +78,7 @@ def test_deployment_calculator_driven_from_python():
     seconds = time.perf_counter() - start
     print(f"deployment calculator update: {seconds * 1000:.1f} ms")
     after = list(calc.figure.data[0].y)
-    assert after != before and after[0] == pytest.approx(2 * before[0], rel=1e-3)
+    assert after != before and after[0] == pytest.approx(2 * before[0], rel=1e-2)  # 3 significant figures
     calc.region.value = "POL"
     colors = list(calc.figure.data[0].marker.color)
     assert colors[carbon.regions().index("POL")] != colors[carbon.regions().index("FRA")]

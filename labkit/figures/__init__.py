@@ -6,7 +6,7 @@ trains or measures lives in :mod:`labkit.experiments`; what reads results files,
 :mod:`labkit.results`. One module per topic: :mod:`labkit.figures.kernels`, :mod:`labkit.figures.energy`,
 :mod:`labkit.figures.pruning`, :mod:`labkit.figures.llm`, ...
 
-This module holds the shared look: :data:`COLORS`, :func:`style` and :func:`rounded`.
+This module holds the shared look: :data:`COLORS`, :func:`style`, :func:`rounded` and :func:`significant`.
 
 Numbers are rounded before they go into a figure: nbval compares plotly's JSON output exactly
 and cannot sanitize it, so unrounded floats would differ in the last bit between machines.
@@ -26,6 +26,20 @@ COLORS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0
 def rounded(values, digits: int = 4) -> list:
     """Values as plain Python floats rounded to ``digits`` decimals (nested lists kept)."""
     return np.round(np.asarray(values, dtype=float), digits).tolist()
+
+
+def significant(values, digits: int = 3) -> list:
+    """Values as plain Python floats rounded to ``digits`` significant figures (zeros stay zero).
+
+    For values whose size varies by orders of magnitude (grams to tonnes): a fixed number of decimals
+    would round the small ones to zero.
+    """
+    if isinstance(digits, bool) or not isinstance(digits, int) or digits < 1:
+        raise ValueError(f"digits must be a positive int, got {digits!r}")
+    flat = np.asarray(values, dtype=float).ravel()
+    if not np.isfinite(flat).all():
+        raise ValueError(f"values must be finite numbers, got {flat[~np.isfinite(flat)][:3].tolist()}")
+    return [float(f"{v:.{digits}g}") for v in flat.tolist()]
 
 
 def style(fig: go.Figure, title: str | None = None, height: int = 380) -> go.Figure:

@@ -74,13 +74,48 @@ def _check_positive(name: str, value: float) -> float:
     return float(value)
 
 
+def _capped(value: float) -> float:
+    return round(min(value, PERPLEXITY_CAP), 2)
+
+
+def perplexity_error_bars(rows: Sequence[Mapping]) -> dict | None:
+    """Plotly ``error_y`` for rows that carry ``perplexity_ci`` ([lo, hi], a 95% bootstrap interval); else None.
+
+    Rows of an older sweep have no interval: then there are no error bars (``None``), never made-up ones.
+    Values are capped like the points (:data:`PERPLEXITY_CAP`).
+    """
+    if not rows or any(r.get("perplexity_ci") is None for r in rows):
+        return None
+    up, down = [], []
+    for r in rows:
+        ci = r["perplexity_ci"]
+        if not (isinstance(ci, Sequence) and len(ci) == 2 and ci[0] <= r["perplexity"] <= ci[1]):
+            raise ValueError(f"perplexity_ci must be [lo, hi] around the perplexity {r['perplexity']!r}, "
+                             f"got {ci!r} (row {row_label(r)!r})")
+        p = _capped(r["perplexity"])
+        up.append(round(max(_capped(ci[1]) - p, 0.0), 2))
+        down.append(round(max(p - _capped(ci[0]), 0.0), 2))
+    return dict(type="data", array=up, arrayminus=down, thickness=1.5, width=4)
+
+
+def hline_label(fig: go.Figure, y: float, text: str, *, log_axis: bool, position: str = "top") -> None:
+    """A label at the right end of a horizontal line at data height ``y``.
+
+    On a log axis plotly reads an annotation's ``y`` as log10 of the value (not the value, as for a
+    shape): passing the value would put a label for 17.5 at 10^17.5 and stretch the axis up there.
+    """
+    fig.add_annotation(x=1, xref="x domain", xanchor="right", y=float(np.log10(y)) if log_axis else y, yref="y",
+                       yanchor="bottom" if position == "top" else "top", text=text, showarrow=False)
+
+
 def perplexity_figure(rows: Sequence[Mapping], dense_perplexity: float, *, tolerance: float = 1.5,
                       highlight: Mapping | None = None, title: str | None = None) -> go.Figure:
     """Perplexity (log scale) against the share of block weights removed, one trace per method x pattern.
 
     ``rows`` are sweep rows (``method, pattern, sparsity, perplexity``). Unstructured cases are lines;
-    N:M patterns (one sparsity each) are markers. Dotted lines mark dense and ``tolerance`` x dense.
-    ``highlight`` (one row) is drawn as a star: the explorer's current choice.
+    N:M patterns (one sparsity each) are markers. Where every row of a case has ``perplexity_ci`` (the
+    sweep's 95% bootstrap interval), it is drawn as error bars. Dotted lines mark dense and
+    ``tolerance`` x dense. ``highlight`` (one row) is drawn as a star: the explorer's current choice.
     """
     rows = _check_rows(rows, ("method", "pattern", "sparsity", "perplexity"))
     dense = _check_positive("dense_perplexity", dense_perplexity)
@@ -93,18 +128,19 @@ def perplexity_figure(rows: Sequence[Mapping], dense_perplexity: float, *, toler
     for (method, pattern), pts in sorted(groups.items(), key=lambda item: case_order(*item[0])):
         pts = sorted(pts, key=lambda r: r["sparsity"])
         colour = COLORS[case_order(method, pattern)[0] % len(COLORS)]  # one colour per method
-        fig.add_scatter(x=rounded([100 * r["sparsity"] for r in pts], 2),
-                        y=rounded([min(r["perplexity"], PERPLEXITY_CAP) for r in pts], 2),
+        fig.add_scatter(x=rounded([100 * r["sparsity"] for r in pts], 2), y=[_capped(r["perplexity"]) for r in pts],
+                        error_y=perplexity_error_bars(pts),
                         mode="lines+markers" if len(pts) > 1 else "markers", name=case_label(method, pattern),
                         marker=dict(size=8 if len(pts) > 1 else 12, symbol="circle" if pattern == "unstructured"
                                     else "diamond"), line_color=colour)
     if highlight is not None:
-        fig.add_scatter(x=[round(100 * highlight["sparsity"], 2)],
-                        y=[round(min(highlight["perplexity"], PERPLEXITY_CAP), 2)], mode="markers", name="current",
-                        marker=dict(size=18, symbol="star", color=COLORS[7]))
-    fig.add_hline(y=round(dense, 2), line_dash="dot", line_color="grey", annotation_text=f"dense {dense:.2f}")
-    fig.add_hline(y=round(tolerance * dense, 2), line_dash="dash", line_color=COLORS[3],
-                  annotation_text=f"{tolerance:g}x dense", annotation_position="bottom right")
+        fig.add_scatter(x=[round(100 * highlight["sparsity"], 2)], y=[_capped(highlight["perplexity"])],
+                        mode="markers", name="current", marker=dict(size=18, symbol="star", color=COLORS[7]))
+    # Shapes take data values on a log axis; their labels are annotations (see hline_label).
+    fig.add_hline(y=round(dense, 2), line_dash="dot", line_color="grey")
+    fig.add_hline(y=round(tolerance * dense, 2), line_dash="dash", line_color=COLORS[3])
+    hline_label(fig, round(dense, 2), f"dense {dense:.2f}", log_axis=True, position="bottom")
+    hline_label(fig, round(tolerance * dense, 2), f"{tolerance:g}x dense", log_axis=True, position="top")
     fig.update_xaxes(title="weights removed from the 30 blocks (%)")
     fig.update_yaxes(title=f"perplexity (log scale; capped at {PERPLEXITY_CAP:.0e})", type="log")
     return style(fig, title or "One-shot pruning of SmolLM2-135M: lower is better", height=420)
@@ -129,11 +165,21 @@ def input_norms_figure(norms: Mapping[str, Sequence[float]], layer: str | None =
     fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45],
                         subplot_titles=[f"input-feature norms of {layer}", "max / median feature norm, every layer"])
     shown = values[layer]
-    fig.add_bar(x=list(range(len(shown))), y=rounded(shown, 3), marker_color=COLORS[0], name=layer, row=1, col=1)
+    # One marker per feature (bars 1 px wide vanish among hundreds of features), the outliers (over 10x the
+    # median) larger and in another colour, and the loudest one labelled: the point of the figure.
+    loud = shown > 10 * np.median(shown)
+    fig.add_scatter(x=list(range(len(shown))), y=rounded(shown, 3), mode="markers", name=layer,
+                    marker=dict(color=[COLORS[3] if flag else COLORS[0] for flag in loud],
+                                size=[9 if flag else 4 for flag in loud]), row=1, col=1)
+    top = int(np.argmax(shown))
+    fig.add_annotation(x=top, y=float(np.log10(shown[top])) if shown[top] > 0 else 0.0, xref="x", yref="y",
+                       text=f"feature {top}: {shown[top]:,.0f}", showarrow=True, arrowhead=2, ax=40, ay=20,
+                       xanchor="left")
     fig.add_bar(x=list(range(len(ratios))), y=rounded(list(ratios.values()), 2), marker_color=COLORS[1],
                 hovertext=list(ratios), name="max / median", row=1, col=2)
     fig.update_xaxes(title="input feature", row=1, col=1)
     fig.update_yaxes(title="||X_j||, L2 over calibration tokens (log)", type="log", row=1, col=1)
+    fig.update_annotations(font_size=12)
     fig.update_xaxes(title="layer (in model order)", row=1, col=2)
     fig.update_yaxes(title="ratio (log)", type="log", row=1, col=2)
     fig.update_layout(showlegend=False)
@@ -197,9 +243,10 @@ def bytes_and_speed_figure(sizes: Mapping[str, Mapping[str, float]], speeds: Map
     then prefill (column 2) and decode (column 3) tokens/s with one bar per model of ``speeds``.
     """
     left, right = bytes_figure(sizes), speed_figure(speeds)
+    # Two-line subplot titles: side by side in one line each, the narrow columns' titles overlapped.
     fig = make_subplots(rows=1, cols=3, column_widths=[0.44, 0.28, 0.28], horizontal_spacing=0.08,
-                        subplot_titles=["bytes per format (whole model)", "prompt (prefill), tokens/s",
-                                        "generation (decode), tokens/s"])
+                        subplot_titles=["bytes per format<br>(whole model)", "prompt (prefill)<br>tokens/s",
+                                        "generation (decode)<br>tokens/s"])
     for trace in left.data:
         fig.add_trace(trace, row=1, col=1)
     for col, trace in enumerate(right.data, start=2):

@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 
 from labkit.data import Split
 from labkit.figures import rounded, style
+from labkit.widgets import leave_room_for_toolbar, redraw, sync_state
 
 
 class DigitBrowser(widgets.VBox):
@@ -24,8 +25,10 @@ class DigitBrowser(widgets.VBox):
         self.figure = go.FigureWidget(go.Heatmap(z=self._images[0], colorscale="gray_r", showscale=False))
         style(self.figure, self._title(0), height=300)
         self.figure.update_layout(width=320)
+        leave_room_for_toolbar(self.figure)
         self.figure.update_xaxes(visible=False)
         self.figure.update_yaxes(visible=False)
+        sync_state(self.figure)  # the styled figure is what a view drawn later starts from
         self.slider.observe(self._on_change, names="value")
         super().__init__([self.slider, self.figure])
 
@@ -34,7 +37,7 @@ class DigitBrowser(widgets.VBox):
 
     def _on_change(self, change) -> None:
         i = change["new"]
-        with self.figure.batch_update():
+        with redraw(self.figure):
             self.figure.data[0].z = self._images[i]
             self.figure.layout.title.text = self._title(i)
 

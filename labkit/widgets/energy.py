@@ -14,7 +14,19 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from labkit import carbon
-from labkit.figures import COLORS, rounded, style
+from labkit.figures import COLORS, significant, style
+from labkit.widgets import leave_room_for_toolbar, redraw
+
+#: Units for the carbon chart, largest first, as (name, tonnes per unit): the chart takes the largest unit in
+#: which the biggest bar is at least 1, so a small digits model is not rounded to 0 tonnes.
+CARBON_UNITS = (("tCO2e", 1.0), ("kg CO2e", 1e-3), ("g CO2e", 1e-6), ("mg CO2e", 1e-9))
+
+
+def carbon_unit(tonnes_max: float) -> tuple[str, float]:
+    """The unit (name, tonnes per unit) in which ``tonnes_max`` is at least 1 (mg CO2e below that)."""
+    if isinstance(tonnes_max, bool) or not isinstance(tonnes_max, (int, float)) or not tonnes_max >= 0:
+        raise ValueError(f"tonnes_max must be a number >= 0, got {tonnes_max!r}")
+    return next(((name, t) for name, t in CARBON_UNITS if tonnes_max >= t), CARBON_UNITS[-1])
 
 
 class DeploymentCalculator(widgets.VBox):
@@ -23,8 +35,9 @@ class DeploymentCalculator(widgets.VBox):
     Controls (attributes): ``preset``, ``requests``, ``joules``, ``pue``, ``region``, ``idle_share``, ``price``.
     ``presets`` maps a name to ``(joules_per_request, kind)``; choosing one sets both, and the kind
     is shown in the assumptions. A value typed by hand is labelled ``assumed``.
-    Outputs: ``result`` (an HTML widget with the numbers and assumptions) and ``figure`` (tCO2e per year
-    in every bundled region, the chosen one highlighted). ``deployment`` is the current
+    Outputs: ``result`` (an HTML widget with the numbers and assumptions) and ``figure`` (CO2e per year
+    in every bundled region, the chosen one highlighted, in the unit that suits the numbers: tonnes down to
+    milligrams, three significant figures, named in the title and axis). ``deployment`` is the current
     :class:`labkit.carbon.Deployment`.
     """
 
@@ -63,8 +76,8 @@ class DeploymentCalculator(widgets.VBox):
         self.figure = go.FigureWidget()
         self.figure.add_bar(x=[f"{c}" for c in self._order], y=[0.0] * len(self._order),
                             marker_color=[COLORS[0]] * len(self._order))
-        style(self.figure, "tCO2e per year if served from each region", height=320)
-        self.figure.update_yaxes(title="tCO2e per year")
+        style(self.figure, "CO2e per year if served from each region", height=320)
+        leave_room_for_toolbar(self.figure)
         self.joules.observe(self._joules_typed, names="value")
         for control in (self.requests, self.joules, self.pue, self.region, self.idle_share, self.price):
             control.observe(self._update, names="value")
@@ -103,8 +116,11 @@ class DeploymentCalculator(widgets.VBox):
         self.result.value = (f"<div style='font-family:sans-serif'><b>{html.escape(d.summary())}</b>"
                              f"<br>Assumptions:<ul>{items}</ul></div>")
         per_region = [self._calc(c).tco2e_per_year for c in self._order]
-        with self.figure.batch_update():
-            self.figure.data[0].y = rounded(per_region, 6)
+        unit, tonnes = carbon_unit(max(per_region))
+        with redraw(self.figure):
+            self.figure.data[0].y = significant([t / tonnes for t in per_region], 3)
+            self.figure.layout.title.text = f"{unit} per year if served from each region"
+            self.figure.layout.yaxis.title.text = f"{unit} per year"
             self.figure.data[0].marker.color = [COLORS[3] if c == self.region.value else COLORS[0]
                                                 for c in self._order]
 

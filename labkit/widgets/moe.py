@@ -19,6 +19,7 @@ from labkit.moe.routing_grid import (
     cf_key,
     load_routing_grid,
 )
+from labkit.widgets import leave_room_for_toolbar, redraw
 
 
 def capacity_line(capacity: int) -> dict:
@@ -46,9 +47,10 @@ class RoutingExplorer(widgets.VBox):
                                                       description="balance w")
         self.figure = go.FigureWidget(go.Bar(x=[], y=[], marker_color=COLORS[0], name="processed"))
         self.figure.add_bar(x=[], y=[], marker_color=COLORS[3], name="dropped")
-        style(self.figure, height=320)
+        style(self.figure, "routing", height=320)  # a title, so the top margin leaves the toolbar room
         self.figure.update_layout(barmode="stack", xaxis=dict(title="expert", type="category"),
                                   yaxis_title="token slots (of 1024 tokens)")
+        leave_room_for_toolbar(self.figure)
         self.summary = widgets.HTML()
         for control in (self.experts, self.top_k, self.capacity_factor, self.balance_weight):
             control.observe(self._update, names="value")
@@ -69,7 +71,7 @@ class RoutingExplorer(widgets.VBox):
         cf = self.capacity_factor.value
         load, routed = p.load[cf], p.routed
         names = [str(i) for i in range(e)]
-        with self.figure.batch_update():
+        with redraw(self.figure):
             self.figure.data[0].x, self.figure.data[0].y = names, list(load)
             self.figure.data[1].x, self.figure.data[1].y = names, [r - k for r, k in zip(routed, load, strict=True)]
             self.figure.layout.xaxis.categoryarray = names  # exactly the experts, in order

@@ -18,6 +18,7 @@ from labkit.experiments.pruning_explorer import COMBINATIONS, GRANULARITIES, exp
 from labkit.experiments.pruning_sweep import LABELS, find, load_sweep, summarize
 from labkit.figures import COLORS, rounded, style
 from labkit.figures.pruning_sweep import kept_axis
+from labkit.widgets import leave_room_for_toolbar, redraw
 
 
 class PruningExplorer(widgets.VBox):
@@ -127,6 +128,7 @@ class PruningExplorer(widgets.VBox):
         self.layers_fig.update_yaxes(title="weights removed (%)", range=[0, 100])
         for fig in (self.curve_fig, self.hist_fig, self.mask_fig, self.layers_fig):
             fig.update_layout(width=480)
+            leave_room_for_toolbar(fig)
 
     def current(self) -> dict:
         """The precomputed entry for the current controls (masks, per-layer sparsity, removed share, counts)."""
@@ -138,13 +140,13 @@ class PruningExplorer(widgets.VBox):
         entry, layer, method = self.current(), self.layer.value, self.method
         tuned, raw = self.curves[(method, True)], self.curves[(method, False)]
         point = self.points[(method, self.sparsity.value, bool(self.finetune.value))]
-        with self.curve_fig.batch_update():
+        with redraw(self.curve_fig):
             for trace, c in zip(self.curve_fig.data[:2], (tuned, raw), strict=True):
                 trace.x, trace.y, trace.error_y = c["x"], c["y"], dict(array=c["err"])
             self.curve_fig.data[2].x, self.curve_fig.data[2].y = [point["x"]], [point["y"]]
         centers = rounded((np.array(self.table["edges"][layer][:-1]) + np.array(self.table["edges"][layer][1:])) / 2, 4)
         threshold = entry["threshold"].get(layer)
-        with self.hist_fig.batch_update():
+        with redraw(self.hist_fig):
             self.hist_fig.data[0].x, self.hist_fig.data[0].y = centers, self.table["all_counts"][layer]
             self.hist_fig.data[1].x, self.hist_fig.data[1].y = centers, entry["kept_counts"][layer]
             self.hist_fig.layout.shapes = [] if threshold is None else [dict(
@@ -152,13 +154,13 @@ class PruningExplorer(widgets.VBox):
                 line=dict(color=COLORS[3], dash="dash"))]
             self.hist_fig.layout.title.text = f"|w| of {layer}" + (
                 f": threshold {threshold:.3f}" if threshold is not None else ": no single threshold for this choice")
-        with self.mask_fig.batch_update():
+        with redraw(self.mask_fig):
             # a uint8 array travels to the browser as compact binary, not a JSON list of 32k numbers
             # row 0 at the top
             self.mask_fig.data[0].z = np.ascontiguousarray(entry["masks"][layer][::-1], dtype=np.uint8)
             rows, cols = self.table["shapes"][layer]
             self.mask_fig.layout.title.text = f"mask of {layer} ({rows} x {cols}), blue = kept"
-        with self.layers_fig.batch_update():
+        with redraw(self.layers_fig):
             self.layers_fig.data[0].x = list(entry["layer_sparsity"])
             self.layers_fig.data[0].y = list(entry["layer_sparsity"].values())
         self.last_update_ms = 1000 * (time.perf_counter() - start)

@@ -38,10 +38,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 # The lab's own settings, as `make lab` uses them (autosave off: lab-settings/overrides.json).
 APP_SETTINGS = ROOT / "lab-settings"
 # JupyterLab settings for a test run, on top: attach every cell to the DOM
-# (no virtual scrolling, so every output is rendered and countable),
+# (no virtual scrolling, so every output is rendered and countable), record each cell's execution times,
 # and make no requests to the internet for news or updates.
 LAB_SETTINGS = {
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none", "recordTiming": True},
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
                                                                         "checkForUpdates": False},
 }
