@@ -155,11 +155,17 @@ register(Schema(
     extra={"benchmark": str, "device": str, "smoke": bool}))
 
 # benchmarks/llm_prune_sweep.py: SmolLM2-135M pruned by each method and pattern.
+# Perplexity on 64 windows of 256 tokens with per-window losses, a 95% bootstrap interval (perplexity_ci) and
+# the paired-bootstrap ratio to dense (ratio, ratio_ci); speeds only in the side_by_side block (timed in turns).
 register(Schema(
     "llm_prune", default_file="llm_prune_cpu", command="python benchmarks/llm_prune_sweep.py",
     required_fields={"method": str, "pattern": str, "sparsity": NUMBER, "block_sparsity": NUMBER,
-                     "model_sparsity": NUMBER, "perplexity": NUMBER, "prune_seconds": NUMBER, "bytes": dict,
-                     "prefill_tokens_per_s": NUMBER, "decode_tokens_per_s": NUMBER, "sample": str}))
+                     "model_sparsity": NUMBER, "perplexity": NUMBER, "perplexity_ci": list, "ratio": NUMBER,
+                     "ratio_ci": list, "window_losses": list, "prune_seconds": NUMBER, "bytes": dict,
+                     "sample": str},
+    optional_fields={"seed": int, "ffn_keep": NUMBER, "cloze": dict, "runs_as": str, "parameters": int,
+                     "load_average_1min": NUMBER},
+    extra={"config": dict, "complete": bool}))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_perplexity_rejects_bad_tokens(tiny):
 
 
 CASES = [(m, "unstructured", s) for m in llm.METHODS for s in (0.3, 0.5, 0.9)]
-CASES += [(m, p, None) for m in ("magnitude", "wanda", "sparsegpt") for p in ("2:4", "4:8")]
+CASES += [(m, p, None) for m in ("magnitude", "random", "wanda", "sparsegpt") for p in ("2:4", "4:8")]
 
 
 @pytest.mark.parametrize("method,pattern,sparsity", CASES)
@@ -73,7 +73,7 @@ def test_prune_gives_exact_counts_and_patterns(tiny, tokens, method, pattern, sp
     elif method == "magnitude_global":
         total = sum(w.numel() for w in before.values())
         assert sum(zeros.values()) == round(sparsity * total)
-    elif method == "sparsegpt":  # exact count per layer (chosen per block of columns)
+    elif method in ("sparsegpt", "magnitude_layer"):  # exact count per layer (SparseGPT: per block of columns)
         for name, layer in layers.items():
             assert zeros[name] == round(sparsity * layer.weight.numel()), name
     else:  # magnitude, wanda: exact count per output row
@@ -139,13 +139,17 @@ def test_prune_rejects_bad_input(tiny, tokens):
     with pytest.raises(TypeError, match="sparsity"):
         llm.prune(model, "magnitude", "unstructured", "0.5")
     with pytest.raises(ValueError, match="method"):
-        llm.prune(model, "random", "unstructured", 0.5)
+        llm.prune(model, "lottery", "unstructured", 0.5)
+    with pytest.raises(TypeError, match="seed"):
+        llm.prune(model, "random", "unstructured", 0.5, seed=1.5)
     with pytest.raises(ValueError, match="pattern"):
         llm.prune(model, "magnitude", "4:2", None)
     with pytest.raises(ValueError, match="sets sparsity to 0.5"):
         llm.prune(model, "magnitude", "2:4", 0.7)
     with pytest.raises(ValueError, match="no N:M form"):
         llm.prune(model, "magnitude_global", "2:4", None)
+    with pytest.raises(ValueError, match="no N:M form"):
+        llm.prune(model, "magnitude_layer", "2:4", None)
     with pytest.raises(ValueError, match="calibration"):
         llm.prune(model, "wanda", "unstructured", 0.5)
     with pytest.raises(ValueError, match="context"):

@@ -4,9 +4,13 @@ Read the modules in this order:
 
 * :mod:`labkit.llm.model`: :func:`load` (SHA-256 checked GGUF file, cached as safetensors),
   :func:`model_file`, :func:`tiny_llama` for tests.
-* :mod:`labkit.llm.text`: :func:`text_splits`, evaluation and calibration tokens from Python's help topics.
-* :mod:`labkit.llm.evaluate`: :func:`perplexity`, :func:`generate`, :func:`speed`.
-* :mod:`labkit.llm.oneshot`: :func:`prune` (magnitude, Wanda, SparseGPT; unstructured, 2:4, 4:8),
+* :mod:`labkit.llm.text`: :func:`text_splits`, evaluation windows spread over Python's help topics, and
+  :func:`calibration_tokens` from three domains (help text, scikit-learn's dataset descriptions, random ids).
+* :mod:`labkit.llm.evaluate`: :func:`perplexity`, :func:`window_losses`, :func:`generate`, :func:`speed`.
+* :mod:`labkit.llm.stats`: bootstrap intervals of a perplexity and paired ratios; threshold sentences.
+* :mod:`labkit.llm.cloze`: a multiple-choice "which sentence comes next" task, beyond perplexity.
+* :mod:`labkit.llm.oneshot`: :func:`prune` (magnitude per row / per layer / global, random, Wanda,
+  SparseGPT; unstructured, 2:4, 4:8),
   :func:`input_norms`, :func:`measure_sparsity`.
 * :mod:`labkit.llm.sparsegpt`: the SparseGPT algorithm for one layer.
 * :mod:`labkit.llm.structured`: :func:`prune_structured`, physically smaller FFNs and fewer heads.
@@ -22,15 +26,15 @@ Typical use::
     llm.prune(model, "wanda", "unstructured", 0.5, data["calibration"])
     llm.generate(model, tokenizer, "What is the capital of France?")
 """
-from labkit.llm.evaluate import generate, perplexity, speed
+from labkit.llm.evaluate import generate, perplexity, speed, window_losses
 from labkit.llm.model import MODEL_SHA256, ModelFileError, load, model_file, tiny_llama, verify
 from labkit.llm.oneshot import METHODS, PATTERNS, input_norms, measure_sparsity, prunable_layers, prune
 from labkit.llm.size import model_bytes
 from labkit.llm.structured import prune_structured
-from labkit.llm.text import text_splits
+from labkit.llm.text import DOMAINS, calibration_tokens, text_splits
 from labkit.llm.variants import gpu_variants, speed_variants, speeds_in_turns
 
-__all__ = ["METHODS", "MODEL_SHA256", "PATTERNS", "ModelFileError", "generate", "input_norms", "load",
-           "measure_sparsity", "model_bytes", "model_file", "perplexity", "prunable_layers", "prune",
-           "prune_structured", "speed", "speed_variants", "speeds_in_turns", "gpu_variants", "text_splits",
-           "tiny_llama", "verify"]
+__all__ = ["DOMAINS", "METHODS", "MODEL_SHA256", "ModelFileError", "PATTERNS", "calibration_tokens", "generate",
+           "gpu_variants", "input_norms", "load", "measure_sparsity", "model_bytes", "model_file", "perplexity",
+           "prunable_layers", "prune", "prune_structured", "speed", "speed_variants", "speeds_in_turns",
+           "text_splits", "tiny_llama", "verify", "window_losses"]

@@ -1,7 +1,8 @@
 """What a language model is worth after pruning: perplexity, a greedy answer, and its speed.
 
 * :func:`perplexity`: ``exp`` of the mean next-token cross-entropy, the standard score of SparseGPT
-  and Wanda. 1 is perfect; a model guessing uniformly over SmolLM2's 49,152 tokens scores 49,152.
+  and Wanda; :func:`window_losses` keeps it per evaluation window, for error bars. 1 is perfect;
+  a model guessing uniformly over SmolLM2's 49,152 tokens scores 49,152.
 * :func:`generate`: the model's greedy answer to a prompt through its chat template.
 * :func:`speed`: prompt processing ("prefill") and token-by-token decoding with a KV cache, in tokens/s.
 """
@@ -54,26 +55,34 @@ def logits_of(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def perplexity(model: nn.Module, tokens: torch.Tensor, batch_size: int = 4, progress: bool = True) -> float:
-    """Perplexity of ``model`` on ``tokens`` ``(sequences, length)``: ``exp(mean -log p(next token))``.
+def window_losses(model: nn.Module, tokens: torch.Tensor, batch_size: int = 4, progress: bool = True) -> torch.Tensor:
+    """Mean next-token loss (nats) of every sequence of ``tokens`` ``(sequences, length)``: a tensor ``(sequences,)``.
 
     Every sequence predicts its tokens 2..length from the ones before (length - 1 predictions each),
-    ``batch_size`` sequences at a time. Raises ``ValueError`` for a sequence longer than the context.
+    ``batch_size`` sequences at a time. Keep these: they give a perplexity its error bar
+    (:mod:`labkit.llm.stats`). Raises ``ValueError`` for a sequence longer than the context.
     """
     tokens = check_tokens("tokens", tokens, model)
     batch_size = checks.positive_int("batch_size", batch_size)
     if tokens.shape[1] < 2:
         raise ValueError(f"tokens must hold at least 2 tokens per sequence (one to predict), got {tokens.shape[1]}")
-    total, count = 0.0, 0
+    losses = []
     starts = range(0, tokens.shape[0], batch_size)
     for start in tqdm(starts, desc="perplexity", unit="batch", disable=not progress, leave=False):
         batch = tokens[start:start + batch_size].to(device_of(model))
         logits = logits_of(model, batch)[:, :-1].float()
-        nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                                          reduction="sum")
-        total += float(nll)
-        count += batch[:, 1:].numel()
-    return math.exp(total / count)
+        nll = nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+        losses.append(nll.double().mean(dim=1).cpu())
+    return torch.cat(losses)
+
+
+def perplexity(model: nn.Module, tokens: torch.Tensor, batch_size: int = 4, progress: bool = True) -> float:
+    """Perplexity of ``model`` on ``tokens`` ``(sequences, length)``: ``exp(mean -log p(next token))``.
+
+    The mean over every predicted token, which (all sequences having one length) is the mean of
+    :func:`window_losses`. Raises ``ValueError`` for a sequence longer than the context.
+    """
+    return math.exp(float(window_losses(model, tokens, batch_size, progress).mean()))
 
 
 def chat_ids(tokenizer, prompt: str) -> torch.Tensor:

@@ -3,22 +3,31 @@
 Model-agnostic: every ``nn.Linear`` of the model is pruned except one whose weight is shared with an
 ``nn.Embedding`` (a tied LM head, which is also the token table). So a learner's own model works too.
 
-Sequential, as in the papers: each layer is pruned using the inputs it receives *from the already
-pruned layers before it*. We get that with one forward pass of the calibration batch: a forward
-pre-hook on every layer sees the layer's input, prunes the layer's weight in place, and only then
-lets the layer run, so its (pruned) output is what the next layer sees. The pass stops as soon as
-the last layer is pruned (the tied LM head over the vocabulary is never computed).
+Sequential, sublayer by sublayer: each layer is pruned using the inputs it receives *from the already
+pruned layers before it*, even inside a block (``o_proj`` sees the attention output of the pruned
+``q/k/v``; ``down_proj`` the output of the pruned ``gate/up``). This is GPTQ's "true sequential" order.
+The reference codes of Wanda and SparseGPT instead calibrate a whole block at once on its inputs, then
+prune all of its layers, and pass the *pruned* block's output on to the next block. We choose the
+sublayer order because it needs only one forward pass with hooks, works on any model made of
+``nn.Linear`` and lets every layer correct for the errors made before it. We get it with a forward
+pre-hook on every layer that sees the layer's input, prunes the layer's weight in place, and only then
+lets the layer run, so its (pruned) output is what the next layer sees. The pass stops as soon as the
+last layer is pruned (the tied LM head over the vocabulary is never computed).
 
 Criteria (a higher score keeps the weight):
 
-* ``magnitude``: ``|W_ij|``, compared within each output row (``magnitude_global``: across all layers).
+* ``magnitude``: ``|W_ij|``, compared within each output row. ``magnitude_layer``: compared across the
+  whole matrix (the magnitude baseline of the Wanda paper); ``magnitude_global``: across all layers.
+* ``random``: a random score (seeded), per output row: the floor every other method must beat.
 * ``wanda``: ``|W_ij| * ||X_j||_2``, compared within each output row (Sun et al., ICLR 2024). A few input
   features ``j`` carry huge activations ("outlier features", Dettmers et al. 2022): a small weight on
   such a feature matters more than a large weight on a quiet one. No weight update.
 * ``sparsegpt``: the OBS saliency, with the remaining weights updated to compensate
   (:mod:`labkit.llm.sparsegpt`).
 
-Patterns: ``"unstructured"`` (exactly ``round(sparsity * in)`` per row, or per layer for SparseGPT) or
+Patterns: ``"unstructured"`` (exactly ``round(sparsity * in)`` per row for ``magnitude``, ``random`` and
+``wanda``; per layer for ``magnitude_layer``, counted per block of 128 columns for ``sparsegpt``; over all
+layers together for ``magnitude_global``) or
 ``"N:M"`` such as ``"2:4"`` and ``"4:8"`` (``m - n`` zeros in every group of ``m`` inputs of a row).
 Counts are chosen by rank with a stable sort, never by a threshold: SmolLM2's weights were 4-bit
 quantized, so many of them are exactly equal.
@@ -37,7 +46,9 @@ from labkit import prune as labprune
 from labkit.llm.evaluate import check_tokens
 from labkit.llm.sparsegpt import hessian, sparsegpt
 
-METHODS = ("magnitude", "magnitude_global", "wanda", "sparsegpt")
+METHODS = ("magnitude", "magnitude_layer", "magnitude_global", "random", "wanda", "sparsegpt")
+#: Methods that rank weights across rows, so they have no N:M form.
+WHOLE_MATRIX = ("magnitude_layer", "magnitude_global")
 PATTERNS = ("unstructured", "2:4", "4:8")
 
 
@@ -89,6 +100,15 @@ def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     return keep
 
 
+def layer_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep-mask pruning the ``round(sparsity * numel)`` lowest scores of the whole matrix (ties by position)."""
+    k = round(sparsity * scores.numel())
+    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+    if k:
+        keep[torch.sort(scores.flatten(), stable=True).indices[:k]] = False
+    return keep.reshape(scores.shape)
+
+
 def _mask(scores: torch.Tensor, sparsity: float, n: int, m: int) -> torch.Tensor:
     return labprune.nm_mask(scores, n, m) if m else row_mask(scores, sparsity)
 
@@ -105,9 +125,49 @@ def run_with_hooks(model: nn.Module, tokens: torch.Tensor | None, layers: dict[s
     ``x`` is the layer's input as a 2-D ``(tokens, in features)`` tensor. ``on_input`` may change the
     layer in place, and may return a new input for the layer (structured pruning slices it). The pass
     stops once every layer has been seen once.
+
+    Before anything changes, a dry pass over two tokens checks that the forward pass reaches every
+    layer, so a model is never left half pruned. The pass runs in eval mode (dropout off: calibration
+    must see the same activations as inference), and the model's mode is restored afterwards.
     """
     if tokens is None:  # prune() passes its Optional calibration after checking it for the methods that use it
         raise ValueError("run_with_hooks needs calibration tokens (sequences, length), got None")
+    training = model.training
+    model.eval()
+    try:
+        unreached = _unreached(model, tokens[:1, :2], layers)
+        if unreached:
+            raise RuntimeError(f"the calibration pass never reaches {unreached[:3]}... ({len(unreached)} layers), "
+                               "so nothing was changed: only layers used in the forward pass can be pruned with "
+                               "calibration data (leave the others out, or prune them with 'magnitude')")
+        _run_with_hooks(model, tokens, layers, on_input, desc)
+    finally:
+        model.train(training)
+
+
+def _forward(model: nn.Module, tokens: torch.Tensor) -> None:
+    with torch.no_grad():
+        if getattr(model, "config", None) is not None and hasattr(model, "generate"):
+            model(input_ids=tokens, use_cache=False)
+        else:
+            model(tokens)
+
+
+def _unreached(model: nn.Module, tokens: torch.Tensor, layers: dict[str, nn.Linear]) -> list[str]:
+    """Names of ``layers`` that a forward pass of ``tokens`` never calls (hooks only record, nothing changes)."""
+    seen: set[str] = set()
+    handles = [layer.register_forward_pre_hook(lambda module, args, name=name: seen.add(name))
+               for name, layer in layers.items()]
+    try:
+        _forward(model, tokens)
+    finally:
+        for h in handles:
+            h.remove()
+    return [name for name in layers if name not in seen]
+
+
+def _run_with_hooks(model: nn.Module, tokens: torch.Tensor, layers: dict[str, nn.Linear],
+                    on_input: Callable[[str, nn.Linear, torch.Tensor], torch.Tensor | None], desc: str) -> None:
     seen: set[str] = set()
     bar = tqdm(total=len(layers), desc=desc, unit="layer", leave=False)
     last: list = [None, None]  # (input, its 2-D view): q/k/v (and gate/up) share one input tensor
@@ -137,11 +197,7 @@ def run_with_hooks(model: nn.Module, tokens: torch.Tensor | None, layers: dict[s
         handles.append(layer.register_forward_pre_hook(make_hook(name)))
         handles.append(layer.register_forward_hook(make_done(name)))
     try:
-        with torch.no_grad():
-            if getattr(model, "config", None) is not None and hasattr(model, "generate"):
-                model(input_ids=tokens, use_cache=False)
-            else:
-                model(tokens)
+        _forward(model, tokens)
     except _Stop:
         pass
     finally:
@@ -173,14 +229,17 @@ def input_norms(model: nn.Module, calibration: torch.Tensor) -> dict[str, torch.
 
 
 def prune(model: nn.Module, method: str, pattern: str = "unstructured", sparsity: float | None = 0.5,
-          calibration: torch.Tensor | None = None, *, block_size: int = 128, damping: float = 0.01) -> dict:
+          calibration: torch.Tensor | None = None, *, block_size: int = 128, damping: float = 0.01,
+          seed: int = 0) -> dict:
     """Prune every prunable linear layer of ``model`` in place, one shot; returns a report dict.
 
-    ``method``: ``"magnitude"``, ``"magnitude_global"``, ``"wanda"`` or ``"sparsegpt"``.
+    ``method``: one of :data:`METHODS` (``"magnitude"``, ``"magnitude_layer"``, ``"magnitude_global"``,
+    ``"random"``, ``"wanda"``, ``"sparsegpt"``).
     ``pattern``: ``"unstructured"`` or ``"N:M"`` (``"2:4"``, ``"4:8"``). ``sparsity``: the share of each
     matrix set to zero, in [0, 1) (for N:M it is implied: pass ``None`` or ``1 - n/m``).
     ``calibration``: token ids ``(sequences, length)`` for Wanda and SparseGPT (see :func:`text_splits`).
-    ``block_size`` and ``damping`` are SparseGPT's lazy-update block and Hessian damping.
+    ``block_size`` and ``damping`` are SparseGPT's lazy-update block and Hessian damping; ``seed`` seeds
+    ``"random"``.
 
     The report: ``{"method", "pattern", "sparsity", "block_sparsity", "model_sparsity", "seconds", "layers"}``.
     """
@@ -192,8 +251,8 @@ def prune(model: nn.Module, method: str, pattern: str = "unstructured", sparsity
             raise ValueError(f"pattern {pattern!r} sets sparsity to {implied:g}; pass sparsity=None or {implied:g}, "
                              f"got {sparsity}")
         sparsity = implied
-        if method == "magnitude_global":
-            raise ValueError("method 'magnitude_global' ranks all layers together, which has no N:M form; "
+        if method in WHOLE_MATRIX:
+            raise ValueError(f"method {method!r} ranks across rows, which has no N:M form; "
                              "use method='magnitude' with an N:M pattern")
     else:
         if sparsity is None:
@@ -220,6 +279,14 @@ def prune(model: nn.Module, method: str, pattern: str = "unstructured", sparsity
         if method == "magnitude":
             for layer in tqdm(layers.values(), desc="magnitude", unit="layer", leave=False):
                 layer.weight.mul_(_mask(layer.weight.abs(), sparsity, n, m))
+        elif method == "magnitude_layer":
+            for layer in tqdm(layers.values(), desc="magnitude (per layer)", unit="layer", leave=False):
+                layer.weight.mul_(layer_mask(layer.weight.abs(), sparsity))
+        elif method == "random":
+            generator = torch.Generator().manual_seed(checks.nonneg_int("seed", seed))
+            for layer in layers.values():
+                scores = torch.rand(layer.weight.shape, generator=generator).to(layer.weight.device)
+                layer.weight.mul_(_mask(scores, sparsity, n, m))
         elif method == "magnitude_global":
             weights = {name: layer.weight for name, layer in layers.items()}
             for name, keep in labprune.global_magnitude_masks(weights, sparsity).items():
