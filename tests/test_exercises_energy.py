@@ -33,7 +33,7 @@ def test_zero_skipping():
     assert ex.check_zero_skipping(0.2, 2.0, 0.1)
     with pytest.raises(AssertionError, match="dense figure"):
         ex.check_zero_skipping(2.0, 2.0, 0.1)
-    with pytest.raises(AssertionError, match="non-zero"):
+    with pytest.raises(AssertionError, match="non-zero weights"):
         ex.check_zero_skipping(1.0, 2.0, 0.1)
     with pytest.raises(AssertionError, match="expected a number"):
         ex.check_zero_skipping("0.2", 2.0, 0.1)
@@ -57,10 +57,37 @@ def test_deployment_kwh():
     right = 1e6 * 365 * 3.6 / 3.6e6 / 0.5 * 1.5
     assert ex.check_deployment_kwh(None, *args) is False
     assert ex.check_deployment_kwh(right, *args)
-    with pytest.raises(AssertionError, match="active energy only"):
+    with pytest.raises(AssertionError, match="serving the requests only"):
         ex.check_deployment_kwh(365.0, *args)
     with pytest.raises(AssertionError, match="PUE"):
         ex.check_deployment_kwh(730.0, *args)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (365.0 * 1.5, "between requests"),             # PUE, but no idle share
+    (365.0 * 1.5 * 1.5, "how the idle share is defined"),  # idle as 50% on top of the active energy
+    (365.0 * 0.5 * 1.5, "does not remove"),        # idle share subtracted
+    (1095.0 / 365, "one day"),
+    (1095.0 * 3.6e6, "joules"),
+    (1095.0 * 3.6, "joules are in one kWh"),
+    (123.0, "each step"),
+])
+def test_deployment_hints_name_the_step_not_the_answer(wrong, hint):
+    args = (1e6, 3.6, 1.5, 0.5)  # the right answer: 365 kWh active / (1 - 0.5) x 1.5 = 1095 kWh
+    with pytest.raises(AssertionError, match=hint) as failure:
+        ex.check_deployment_kwh(wrong, *args)
+    shown = str(failure.value)
+    assert not any(v in shown for v in ("1095", "1,095", "1.095", "1.1e+03")), shown  # the value, in any rounding
+    assert "3.6e6" not in shown and "/ (1 - idle" not in shown, shown  # nor the formula that computes it
+
+
+def test_other_energy_hints_do_not_state_the_answer():
+    with pytest.raises(AssertionError) as failure:
+        ex.check_zero_skipping(1.0, 2.0, 0.1)  # the answer is 0.2
+    assert "0.2 " not in str(failure.value) and "Multiply" not in str(failure.value)
+    with pytest.raises(AssertionError) as failure:
+        ex.check_idle_subtraction(3.0, 120.0, 10.0, 5.0, calls=7)  # the answer is 10
+    assert "10" not in str(failure.value) and "total joules - idle" not in str(failure.value)
 
 
 def test_cpu_estimate(capsys):
@@ -80,7 +107,7 @@ def test_idle_subtraction():
         ex.check_idle_subtraction(120.0 / 7, 120.0, 10.0, 5.0, calls=7)
     with pytest.raises(AssertionError, match="divide by the 7 calls"):
         ex.check_idle_subtraction(70.0, 120.0, 10.0, 5.0, calls=7)
-    with pytest.raises(AssertionError, match="total joules - idle watts"):
+    with pytest.raises(AssertionError, match="how many calls share"):
         ex.check_idle_subtraction(3.0, 120.0, 10.0, 5.0, calls=7)
     with pytest.raises(AssertionError, match="calls"):
         ex.check_idle_subtraction(3.0, 120.0, 10.0, 5.0, calls=0)

@@ -117,16 +117,70 @@ def test_target_size_from_the_scan(pretrained_mlp):
         ex.check_target_size({"net.0": 0.5}, model, val, target=1.5)
 
 
+def _row(dense_ms=1.0, masked_ms=1.0, dense_iqr_ms=0.05, masked_iqr_ms=0.05, sparsity=0.9):
+    """One row of a latency table (labkit.latency.cpu_linear_latency) at 90%, other paths filled in."""
+    return {"sparsity": sparsity, "dense_ms": dense_ms, "masked_ms": masked_ms, "dense_iqr_ms": dense_iqr_ms,
+            "masked_iqr_ms": masked_iqr_ms, "structured_ms": 0.2, "structured_iqr_ms": 0.01, "csr_ms": 2.0,
+            "csr_iqr_ms": 0.1}
+
+
 def test_masking_speedup_accepts_the_tables_own_noisy_ratio():
     # A busy laptop timed masked 1.3x faster at 90% (noise): the honest answer from that table passes ...
-    noisy = [{"sparsity": 0.9, "dense_ms": 1.3, "masked_ms": 1.0, "dense_iqr_ms": 0.05, "masked_iqr_ms": 0.05}]
+    noisy = [_row(dense_ms=1.3)]
     assert ex.check_masking_speedup(1.3, rows=noisy)
     # ... and so does the right idea (about 1x); a made-up speed-up does not.
     assert ex.check_masking_speedup(1.0, rows=noisy)
     with pytest.raises(AssertionError, match="dense matmul multiplies every entry"):
         ex.check_masking_speedup(10.0, rows=noisy)
-    # A wide measured spread widens the band around 1.0.
-    busy = [{"sparsity": 0.9, "dense_ms": 1.0, "masked_ms": 1.0, "dense_iqr_ms": 0.2, "masked_iqr_ms": 0.1}]
-    assert ex.check_masking_speedup(1.35, rows=busy)
+    # A wider measured spread widens the band around 1.0: here the two paths' spreads add up to 30%.
+    busy = [_row(dense_iqr_ms=0.2, masked_iqr_ms=0.1)]
+    assert ex.check_masking_speedup(1.25, rows=busy)
+    with pytest.raises(AssertionError, match="dense matmul multiplies every entry"):
+        ex.check_masking_speedup(1.35, rows=busy)
     with pytest.raises(AssertionError):
         ex.check_masking_speedup(float("nan"))
+
+
+@pytest.mark.parametrize("wrong", [9, 25])
+def test_masking_speedup_never_accepts_far_answers_on_a_noisy_table(wrong):
+    # The issue's case: masked about as fast as dense, but the timings spread by 745% each (14.9 together).
+    # The old band (twice the spread) accepted 9 and 25; now the table is too noisy to grade, and says so.
+    very_busy = [_row(dense_iqr_ms=7.45, masked_iqr_ms=7.45)]
+    with pytest.raises(AssertionError, match="too busy to answer this; rerun"):
+        ex.check_masking_speedup(wrong, rows=very_busy)
+    # On a table noisy but still gradable (40% together), they get the hint, not a pass.
+    noisy = [_row(dense_iqr_ms=0.2, masked_iqr_ms=0.2)]
+    with pytest.raises(AssertionError, match="dense matmul multiplies every entry"):
+        ex.check_masking_speedup(wrong, rows=noisy)
+
+
+def test_masking_speedup_band_is_never_wider_than_half():
+    assert ex.MAX_SPEEDUP_BAND == 0.5
+    at_the_limit = [_row(dense_iqr_ms=0.25, masked_iqr_ms=0.25)]  # 50% together: still graded, within +-0.5
+    assert ex.check_masking_speedup(1.5, rows=at_the_limit)
+    with pytest.raises(AssertionError, match="dense matmul multiplies every entry"):
+        ex.check_masking_speedup(1.55, rows=at_the_limit)
+    past_it = [_row(dense_iqr_ms=0.26, masked_iqr_ms=0.25)]
+    with pytest.raises(AssertionError, match="too busy"):
+        ex.check_masking_speedup(1.5, rows=past_it)
+
+
+def test_masking_speedup_on_a_too_busy_table(capsys):
+    very_busy = [_row(dense_ms=3.0, dense_iqr_ms=7.45, masked_iqr_ms=7.45)]
+    # The right idea still passes (a dense kernel's work does not depend on the zeros), with a note to rerun ...
+    assert ex.check_masking_speedup(1.0, rows=very_busy)
+    assert "too much to show it" in capsys.readouterr().out
+    # ... but the table's own ratio is not graded: it is noise.
+    with pytest.raises(AssertionError, match="too busy to answer this; rerun"):
+        ex.check_masking_speedup(3.0, rows=very_busy)
+    # A tight table that says 3x cannot be right either: a burst of other work fell on one path.
+    burst = [_row(dense_ms=3.0)]
+    with pytest.raises(AssertionError, match="too busy to answer this; rerun"):
+        ex.check_masking_speedup(3.0, rows=burst)
+
+
+def test_masking_speedup_needs_the_90_percent_row():
+    with pytest.raises(AssertionError, match="no row at sparsity 0.9"):
+        ex.check_masking_speedup(1.2, rows=[_row(sparsity=0.5)])
+    with pytest.raises(TypeError, match="rows"):
+        ex.check_masking_speedup(1.2, rows="the table")

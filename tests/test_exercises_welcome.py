@@ -53,6 +53,18 @@ def test_zero_pixels():
         ex.check_zero_pixels("half", ds)
 
 
+def test_hints_do_not_give_the_code_away():
+    with pytest.raises(ExerciseError) as failure:
+        ex.check_sparsity_of(lambda t: (t.abs() < 1).float().mean().item())
+    assert "(t == 0)" not in str(failure.value) and "numel()" not in str(failure.value)
+    ds = data.digits(0)
+    share = float((ds.train.x == 0).float().mean())
+    for wrong in (1 - share, share + 0.05):
+        with pytest.raises(ExerciseError) as failure:
+            ex.check_zero_pixels(wrong, ds)
+        assert "== 0)" not in str(failure.value) and f"{share:.3f}" not in str(failure.value)
+
+
 def test_kernels_without_gpu():
     assert ex.check_kernels_without_gpu("b") and ex.check_kernels_without_gpu(" B ")
     with pytest.raises(ExerciseError, match="TRITON_INTERPRET"):

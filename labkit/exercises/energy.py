@@ -49,8 +49,8 @@ def check_zero_skipping(answer: object, dense_compute_joules: float, weight_dens
     expect(value != dense_compute_joules, f"{name}: that is the dense figure. Stored densely, zeros are still "
                                           "multiplied; a zero-skipping kernel does only the non-zero share.")
     expect(math.isclose(value, truth, rel_tol=0.02),
-           f"{name}: expected about {weight_density:.0%} of the dense arithmetic energy. Multiply the dense "
-           "model's arithmetic joules by the share of weights that are non-zero.")
+           f"{name}: not it. Reconsider which multiplications a zero-skipping kernel still does: the share of "
+           f"non-zero weights ({weight_density:.2%}) was printed above, next to the dense figure.")
     return passed(name, f"{truth:.3g} J. DRAM traffic is another matter: sparse formats store indices too.")
 
 
@@ -73,6 +73,35 @@ def check_greenest_region(answer: object, joules: float) -> bool:
     return passed(name, f"{best}; {worst} would emit {truth:.0f}x more for the same joules.")
 
 
+def deployment_hint(value: float, requests_per_day: float, joules_per_request: float, pue: float,
+                    idle_share: float) -> str:
+    """Exercise 4's hint for a wrong ``value``: which step to reconsider, recognised from the usual slips.
+
+    It never states the expected kWh, nor the whole formula: only the step that went wrong.
+    """
+    d = carbon.deployment(requests_per_day, joules_per_request, "WORLD", pue=pue, idle_share=idle_share)
+    active, right = d.active_kwh_per_year, d.kwh_per_year
+    slips = [  # (what the slip gives, what to reconsider)
+        (active, "that is the energy of serving the requests only. Reconsider what else the servers and the "
+                 "building draw energy for over a year."),
+        (active / (1 - idle_share), "the servers' energy is right. Reconsider what PUE describes: does the whole "
+                                    "facility draw more or less than its IT equipment?"),
+        (active * pue, "reconsider the idle share: the devices also draw energy between requests."),
+        (active * (1 + idle_share) * pue, "reconsider how the idle share is defined: it is the idle part of *all* "
+                                          "device energy, not an extra share on top of the active energy."),
+        (active * (1 - idle_share) * pue, "reconsider the idle share: idling adds energy, it does not remove any."),
+        (right / 365, "that is about one day. The question asks for a year."),
+        (right * 3.6e6, "reconsider the units: that looks like joules, and the question asks for kWh."),
+        (right * 3.6, "reconsider the units: how many joules are in one kWh (a kilowatt for an hour)?"),
+        (right * 3.6e3, "reconsider the units: how many joules are in one kWh (a kilowatt for an hour)?"),
+    ]
+    for slip, hint in slips:
+        if math.isclose(value, slip, rel_tol=0.02):
+            return hint
+    return ("not it. Reconsider each step in turn: the requests in a year, joules into kWh, the idle share, then "
+            "the PUE. The calculator above lists the same steps under its result.")
+
+
 def check_deployment_kwh(answer: object, requests_per_day: float, joules_per_request: float, pue: float,
                          idle_share: float) -> bool:
     """Exercise 4: facility kWh per year for a deployment, by hand."""
@@ -81,13 +110,8 @@ def check_deployment_kwh(answer: object, requests_per_day: float, joules_per_req
         return False
     value = _number(answer, name)
     d = carbon.deployment(requests_per_day, joules_per_request, "WORLD", pue=pue, idle_share=idle_share)
-    active = d.active_kwh_per_year
-    expect(not math.isclose(value, active, rel_tol=0.02),
-           f"{name}: that is the active energy only. Add idle energy (active / (1 - idle share)), "
-           "then multiply by PUE.")
     expect(math.isclose(value, d.kwh_per_year, rel_tol=0.02),
-           f"{name}: expected requests/day x 365 x J/request / 3.6e6 J per kWh, divided by (1 - idle share), "
-           "times PUE.")
+           f"{name}: {deployment_hint(value, requests_per_day, joules_per_request, pue, idle_share)}")
     return passed(name, f"{d.kwh_per_year:.4g} kWh per year.")
 
 
@@ -127,5 +151,6 @@ def check_idle_subtraction(answer: object, total_joules: float, seconds: float, 
     expect(not math.isclose(value, total_joules - idle_watts * seconds, rel_tol=0.01) or calls == 1,
            f"{name}: that is the dynamic energy of the whole window; divide by the {calls} calls.")
     expect(math.isclose(value, truth, rel_tol=0.01),
-           f"{name}: expected (total joules - idle watts x seconds) / calls.")
+           f"{name}: not it. Reconsider the two steps: what the idle GPU would have drawn during the whole window "
+           "(watts are joules per second), and how many calls share what is left.")
     return passed(name, f"{truth:.4g} J per call above idle: the part the kernel itself costs.")

@@ -44,7 +44,8 @@ def check_sparsity_of(answer: object) -> bool:
                f"{name}: that is the *number* of zeros. Divide by the number of entries, t.numel().")
         expect(math.isclose(got, want, abs_tol=1e-6),
                f"{name}: for a tensor of shape {tuple(t.shape)} with {int((t == 0).sum())} zeros expected {want:.4g}, "
-               f"got {got:.4g}. Hint: (t == 0).sum() / t.numel(); works for ints too.")
+               f"got {got:.4g}. Reconsider which entries you count (exactly zero) and what you divide by; your "
+               "function must work for integer tensors too.")
     return passed(name, "Sparsity = zeros / entries; density = 1 - sparsity. Every notebook uses both words.")
 
 
@@ -63,10 +64,10 @@ def check_zero_pixels(answer: object, digits=None) -> bool:
     want = float((x == 0).float().mean())
     expect(0.0 <= answer <= 1.0, f"{name}: a share is a fraction in [0, 1], got {answer}. (Percent? Divide by 100.)")
     expect(not math.isclose(answer, 1 - want, abs_tol=0.005),
-           f"{name}: that is the share of non-zero pixels. Count the zeros: (ds.train.x == 0).float().mean().")
+           f"{name}: that is the share of non-zero pixels. Sparsity counts the zeros.")
     expect(math.isclose(answer, want, abs_tol=0.005),
-           f"{name}: {answer:.3f} is not it. Hint: (ds.train.x == 0).float().mean() over every pixel of every "
-           "training image.")
+           f"{name}: {answer:.3f} is not it. Reconsider what you averaged over: every pixel of every image of the "
+           "*training* split, data.digits(seed=0).train.x, counting only pixels exactly equal to zero.")
     return passed(name, f"{100 * want:.1f}% of the input pixels are zero: sparsity is not only in weights. "
                         "A layer could skip those inputs, if a kernel exploited it.")
 
