@@ -1,8 +1,8 @@
 """environment.yml (conda, Binder) must install what pyproject.toml asks for, at the pinned versions."""
 import re
+import tomllib
 from pathlib import Path
 
-import tomllib
 import yaml
 from packaging.requirements import Requirement
 

@@ -1,9 +1,10 @@
 """The package layout: kernels/ ships as labkit.kernels, never as a top-level `kernels` module."""
+import ast
+import re
 import subprocess
 import sys
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -32,3 +33,60 @@ def test_no_top_level_kernels_module_is_installed(tmp_path):
     code = "import importlib.util, labkit.kernels; print(importlib.util.find_spec('kernels'))"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "None", f"a top-level `kernels` module is importable: {out.stdout}"
+
+
+# ---- one Python version everywhere, and no reference to a file that does not exist (issue 21, section 7) ----
+
+def _minimum_python() -> tuple[int, int]:
+    spec = CONFIG["project"]["requires-python"]
+    match = re.fullmatch(r">=\s*(\d+)\.(\d+)", spec.strip())
+    assert match, f"requires-python should be a plain minimum such as '>=3.11', got {spec!r}"
+    return int(match[1]), int(match[2])
+
+
+#: Standard-library modules newer than some Pythons, and the first version that has them.
+NEW_STDLIB = {"tomllib": (3, 11), "wsgiref.types": (3, 11)}
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def test_requires_python_covers_the_stdlib_the_code_imports():
+    """The tests import tomllib, new in 3.11: requires-python must not promise less (it once said 3.10)."""
+    minimum = _minimum_python()
+    folders = ("labkit", "kernels", "tests", "scripts", "benchmarks")
+    files = [p for folder in folders for p in (ROOT / folder).rglob("*.py")]
+    too_new = sorted(f"{p.relative_to(ROOT)} imports {m} (Python {'.'.join(map(str, NEW_STDLIB[m]))}+)"
+                     for p in files for m in _imports(p) if m in NEW_STDLIB and NEW_STDLIB[m] > minimum)
+    assert not too_new, f"requires-python is {minimum}, but {too_new}"
+
+
+def test_every_place_that_states_the_python_version_agrees():
+    minimum = _minimum_python()
+    text = f"{minimum[0]}.{minimum[1]}"
+    assert CONFIG["tool"]["ruff"]["target-version"] == f"py{minimum[0]}{minimum[1]}"
+    assert CONFIG["tool"]["mypy"]["python_version"] == text
+    import yaml
+
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    (python,) = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python")]
+    assert python.split("=")[-1] == text, f"environment.yml installs {python}; pyproject needs {text}+"
+    stated = re.findall(r"Python (\d+\.\d+)\+", (ROOT / "README.md").read_text())
+    assert stated and set(stated) == {text}, f"README states Python {stated}+; pyproject needs {text}+"
+
+
+def test_every_repository_path_pyproject_cites_exists():
+    """Comments and settings may name files (it once cited scripts/check_notebooks.py, which never existed)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    cited = set(re.findall(r"\b((?:scripts|tests|benchmarks|labkit|kernels|requirements|docs|notebooks)/[\w./-]*\w)",
+                           text))
+    assert cited, "expected pyproject.toml to name some of the repository's files"
+    missing = sorted(p for p in cited if not (ROOT / p).exists())
+    assert not missing, f"pyproject.toml names files that do not exist: {missing}"
