@@ -8,7 +8,8 @@ holds the headline cases:
   matrix, the Wanda paper's baseline), ``magnitude_global`` (all matrices together), ``wanda``,
   ``sparsegpt``; ``random`` masks (3 seeds) at 30/50/70% and 2:4, the floor every method must beat;
 * ``magnitude``, ``wanda``, ``sparsegpt`` at 2:4 and 4:8;
-* ``structured``: 75%, 50% and 25% of the FFN channels kept (physically smaller matrices).
+* ``structured``: 75%, 50% and 25% of the FFN channels kept (physically smaller matrices), and ``wanda`` and
+  ``sparsegpt`` unstructured at the same share of the block weights (18.75%, 37.5%, 56.25%).
 
 Every row: perplexity on the evaluation text (:func:`labkit.llm.text_splits`: 64 windows x 256 tokens
 spread over the 60 evaluation topics) with its per-window losses, a 95% bootstrap interval and the
@@ -61,6 +62,9 @@ UNSTRUCTURED = ("magnitude", "magnitude_layer", "magnitude_global", "wanda", "sp
 NM = ("magnitude", "wanda", "sparsegpt")
 RANDOM_SEEDS = (0, 1, 2)
 RANDOM_CASES = (("unstructured", 0.3), ("unstructured", 0.5), ("unstructured", 0.7), ("2:4", 0.5))
+#: The share of the block weights that keeping 75/50/25% of SmolLM2's FFN channels removes (the FFN holds
+#: 3/4 of each block's weights): Wanda and SparseGPT there compare the two cuts at equal size.
+EQUAL_SIZE = (0.1875, 0.375, 0.5625)
 CALIBRATION_SIZES = (1, 4, 16, 64, 128)
 CALIBRATION_DOMAINS = ("sklearn", "random")
 MAIN_CALIBRATION = 32
@@ -81,6 +85,7 @@ def cases(quick: bool) -> list[Case]:
     out += [(m, "unstructured", 0.9, None) for m in UNSTRUCTURED]
     out += [(m, "4:8", 0.5, None) for m in NM]
     out += [(m, "unstructured", s, None) for s in SPARSITIES if s not in (0.5, 0.9) for m in UNSTRUCTURED]
+    out += [(m, "unstructured", s, None) for s in EQUAL_SIZE for m in ("wanda", "sparsegpt")]
     return out
 
 

@@ -29,12 +29,12 @@ Typical use::
 from labkit.llm.evaluate import generate, perplexity, speed, window_losses
 from labkit.llm.model import MODEL_SHA256, ModelFileError, load, model_file, tiny_llama, verify
 from labkit.llm.oneshot import METHODS, PATTERNS, input_norms, measure_sparsity, prunable_layers, prune
-from labkit.llm.size import model_bytes
+from labkit.llm.size import held_bytes, model_bytes
 from labkit.llm.structured import prune_structured
 from labkit.llm.text import DOMAINS, calibration_tokens, text_splits
 from labkit.llm.variants import gpu_variants, speed_variants, speeds_in_turns
 
 __all__ = ["DOMAINS", "METHODS", "MODEL_SHA256", "ModelFileError", "PATTERNS", "calibration_tokens", "generate",
-           "gpu_variants", "input_norms", "load", "measure_sparsity", "model_bytes", "model_file", "perplexity",
-           "prunable_layers", "prune", "prune_structured", "speed", "speed_variants", "speeds_in_turns",
-           "text_splits", "tiny_llama", "verify", "window_losses"]
+           "gpu_variants", "held_bytes", "input_norms", "load", "measure_sparsity", "model_bytes", "model_file",
+           "perplexity", "prunable_layers", "prune", "prune_structured", "speed", "speed_variants",
+           "speeds_in_turns", "text_splits", "tiny_llama", "verify", "window_losses"]

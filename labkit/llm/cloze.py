@@ -77,6 +77,12 @@ def cloze_items(tokenizer, *, items: int = 100, eval_topics: int = 60, choices: 
             context = ids(text[:position].rstrip()) if position else []
             if len(candidate) >= candidate_tokens:
                 pool.append((name, context[-context_tokens:], candidate[:candidate_tokens]))
+    # A sentence that occurs in two topics (help texts share some) would make an item with two right
+    # answers: keep only candidates whose tokens are unique in the pool.
+    counts: dict[tuple[int, ...], int] = {}
+    for _, _, candidate in pool:
+        counts[tuple(candidate)] = counts.get(tuple(candidate), 0) + 1
+    pool = [entry for entry in pool if counts[tuple(entry[2])] == 1]
     usable = [i for i, (_, context, _) in enumerate(pool) if len(context) == context_tokens]
     if len(usable) < items:
         raise ValueError(f"the help text gives {len(usable)} usable passages, fewer than items={items}: ask for fewer")

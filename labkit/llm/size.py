@@ -6,6 +6,8 @@ structurally pruned model is simply a smaller dense model: its ``dense_*`` entri
 """
 from __future__ import annotations
 
+import itertools
+
 from torch import nn
 
 from labkit import formats
@@ -36,3 +38,22 @@ def model_bytes(model: nn.Module, index_bytes: int = 4) -> dict[str, int | None]
                     totals[f] = None if size is None else total + size
         out.update({f"{f}_{suffix}": v for f, v in totals.items()})
     return out
+
+
+def held_bytes(model: nn.Module) -> int:
+    """Bytes the model's parameters and buffers really occupy now (tied tensors once), as stored.
+
+    Unlike :func:`model_bytes`, which prices each format with ``index_bytes``-wide indices, this counts
+    what the running model holds: a ``SparseLinear`` in CSR keeps the row pointers and column indices that
+    ``torch.Tensor.to_sparse_csr`` makes, which are int64 (8 bytes each, so 12 bytes per kept fp32 weight).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    seen: set[int] = set()
+    total = 0
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        total += tensor.numel() * tensor.element_size()
+    return total
