@@ -278,3 +278,29 @@ def test_cloze_items_hold_the_true_next_sentence(tokenizer):
         passage = tokenizer.decode(items["tokens"][i, items["answer"][i]])
         source = llm.text.pydoc_topics()[items["topics"][i]]
         assert " ".join(passage.split())[-40:] in " ".join(source.split())  # passage + true sentence: real text
+
+
+# --- prose that was wrong once (issue 18, section 5) -------------------------------------------------------
+
+def test_corrected_statements_stay_corrected():
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    notebook = json.loads((root / "notebooks" / "06_pruning_a_language_model.ipynb").read_text())
+    text = "\n".join("".join(c["source"]) for c in notebook["cells"])
+    # The OBS saliency divides by [H^-1]_jj, not its square; the code's U_jj^2 is that diagonal.
+    assert "[H^{-1}]_{jj}^2" not in text and "w_{ij}^2 / [H^{-1}]_{jj}" in text and "U_{jj}^2" in text
+    # FLAP needs no retraining (it compensates with a bias).
+    assert "all retrain" not in text and "FLAP (An et al. 2024) without any retraining" in text
+    structured = (root / "labkit" / "llm" / "structured.py").read_text()
+    assert "all retrain" not in structured and "FLAP" in structured
+    # The papers support "comparable, SparseGPT ahead at N:M", not "SparseGPT <= Wanda".
+    assert "The papers report SparseGPT <= Wanda" not in text and "6.15 against 6.21" in text
+    # Per output row holds for magnitude and Wanda only; the lab's order is sublayer by sublayer.
+    assert "each matrix pruned per output row" not in text
+    oneshot = (root / "labkit" / "llm" / "oneshot.py").read_text()
+    assert "Sequential, as in the papers" not in oneshot and "true sequential" in oneshot
+    # The setup is stated where the numbers first appear.
+    for fact in ("Instruct", "Q4_1", "Q8_0", "256-token windows", "WikiText-2"):
+        assert fact in text, fact
