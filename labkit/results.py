@@ -13,9 +13,10 @@ notebooks, widgets and figures read it back with :func:`read`. Every file looks 
 Rows are typed records with structured fields (``M``, ``N``, ``K``, ``density``, ``block``,
 ``dtype``...): a reader selects rows by comparing fields, never by parsing a label string.
 
-A file that is missing, truncated or has a field of the wrong type raises :class:`ResultsFileError`
-naming the file, the field and the command that rebuilds it, so a broken file is never read as a
-silently wrong number.
+A file that is missing, truncated, has a field of the wrong type, holds ``NaN`` or ``Infinity`` (which
+Python's json reads without complaint) or nests deeper than any results file does raises
+:class:`ResultsFileError` naming the file, the field and the command that rebuilds it, so a broken file
+is never read as a silently wrong number. :func:`write` refuses the same values, naming the row and field.
 """
 from __future__ import annotations
 
