@@ -71,22 +71,35 @@ def compare(a: Mapping, b: Mapping) -> dict:
     return stats.paired_ratio(a["window_losses"], b["window_losses"])
 
 
+def number(value: float) -> str:
+    """A perplexity or ratio, readable at any size: ``1.64``, ``29.2``, ``1,927``, ``5.4e+07``."""
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 1000:
+        return f"{value:.1f}"
+    return f"{value:,.0f}" if value < 1e6 else f"{value:.1e}"
+
+
 def ratio_cell(row: Mapping) -> str:
     """``"29.2 (1.64x [1.57-1.71])"``: perplexity, then its ratio to dense with the paired 95% interval."""
-    return f"{row['perplexity']:,.1f} ({row['ratio']:.2f}x [{row['ratio_ci'][0]:.2f}-{row['ratio_ci'][1]:.2f}])"
+    low, high = row["ratio_ci"]
+    return f"{number(row['perplexity'])} ({number(row['ratio'])}x [{number(low)}-{number(high)}])"
 
 
 def perplexity_table(sweep: Mapping, methods: Sequence[str] = UNSTRUCTURED,
                      sparsities: Sequence[float] = (0.3, 0.5, 0.7, 0.9)) -> str:
-    """A text table: one line per method, its perplexity and ratio to dense [95% CI] at each sparsity."""
+    """A text table: for each method and sparsity, the perplexity and its ratio to dense [paired 95% CI]."""
     d = dense(sweep)
     lines = [f"dense: perplexity {d['perplexity']:.2f} (95% CI {d['perplexity_ci'][0]:.2f}-{d['perplexity_ci'][1]:.2f})"
-             f" on {len(d['window_losses'])} windows; each cell: perplexity (x dense [95% CI, paired])",
-             f"{'method':<22}" + "".join(f"{f'{100 * s:g}%':>28}" for s in sparsities)]
+             f" on {len(d['window_losses'])} windows",
+             f"{'method':<24}{'sparsity':>9}{'perplexity':>12}   x dense [95% CI, paired]"]
     for method in methods:
-        cells = [find(sweep, method, "unstructured", s) for s in sparsities]
-        if any(cells):
-            lines.append(f"{LABELS[method]:<22}" + "".join(f"{ratio_cell(c) if c else '-':>28}" for c in cells))
+        for s in sparsities:
+            r = find(sweep, method, "unstructured", s)
+            if r:
+                low, high = r["ratio_ci"]
+                lines.append(f"{LABELS[method]:<24}{f'{100 * s:g}%':>9}{number(r['perplexity']):>12}   "
+                             f"{number(r['ratio'])} [{number(low)}-{number(high)}]")
     return "\n".join(lines)
 
 
