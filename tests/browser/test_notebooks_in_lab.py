@@ -173,9 +173,10 @@ PLOT_CONTENT = """root => {
       if (!e) return;
       for (const [dim, p] of where) {
         const [lo, hi] = dim === 'x' ? [e.x0, e.x1] : [e.y0, e.y1];
+        const away = Math.round(Math.min(Math.abs(p - lo), Math.abs(p - hi)));
         if (p < lo - 40 || p > hi + 40)
-          problems.push(`${name}: annotation ${i} ('${a.text}') sits ${Math.round(Math.min(Math.abs(p - lo), ` +
-                        `Math.abs(p - hi)))} px away from everything drawn on its axes (${dim})`);
+          problems.push(`${name}: annotation ${i} ('${a.text}') sits ${away} px away from everything drawn ` +
+                        `on its axes (${dim})`);
       }
     });
   });
