@@ -22,11 +22,12 @@ from plotly.subplots import make_subplots
 from labkit.figures import COLORS, rounded, style
 
 #: Human names for the sweep's methods and patterns (legends, tables, the explorer).
-METHOD_LABELS = {"dense": "dense", "magnitude": "magnitude (per row)", "magnitude_global": "magnitude (global)",
+METHOD_LABELS = {"dense": "dense", "random": "random mask", "magnitude": "magnitude (per row)",
+                 "magnitude_layer": "magnitude (per layer)", "magnitude_global": "magnitude (global)",
                  "wanda": "Wanda", "sparsegpt": "SparseGPT", "structured": "structured (FFN channels)"}
 PATTERN_LABELS = {"unstructured": "unstructured", "2:4": "2:4", "4:8": "4:8", "ffn_channels": "FFN channels removed"}
 #: Teaching order: the baseline first, the best one-shot method after it, structured last.
-METHOD_ORDER = ("magnitude", "magnitude_global", "wanda", "sparsegpt", "structured")
+METHOD_ORDER = ("random", "magnitude_layer", "magnitude", "magnitude_global", "wanda", "sparsegpt", "structured")
 PATTERN_ORDER = ("unstructured", "2:4", "4:8", "ffn_channels")
 #: Perplexity above this is "the model is broken"; plotted at the cap so a log axis stays readable.
 PERPLEXITY_CAP = 1e5

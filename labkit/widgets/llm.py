@@ -103,8 +103,10 @@ def ci_text(row: Mapping) -> str:
 
 
 def cases(sweep: Mapping) -> dict[tuple[str, str, float], Mapping]:
-    """Every pruned row keyed by ``(method, pattern, sparsity)``: the explorer's lookup table."""
-    return {(r["method"], r["pattern"], r["sparsity"]): r for r in check_sweep(sweep) if r is not dense_row(sweep)}
+    """Every pruned row keyed by ``(method, pattern, sparsity)``: the explorer's lookup table (random masks:
+    the first seed only; the others are in the results file)."""
+    return {(r["method"], r["pattern"], r["sparsity"]): r for r in check_sweep(sweep)
+            if r is not dense_row(sweep) and r.get("seed") in (None, 0)}
 
 
 class LLMExplorer(widgets.VBox):
