@@ -48,6 +48,11 @@ from labkit.utils import time_ms
 SECTIONS = ("dense", "2:4", "csr", "bsr", "moe", "energy")
 
 
+def _sig(x: float, digits: int = 4) -> float:
+    """``x`` rounded to ``digits`` significant digits (0.0024123 -> 0.002412, 1234.56 -> 1235.0)."""
+    return float(f"{x:.{digits}g}")
+
+
 @dataclass(frozen=True)
 class Sizes:
     """Shapes of one run: the GPU run's, or the smoke run's tiny ones."""
@@ -130,11 +135,13 @@ class Run:
             dtype: torch.dtype | str, density: float | None = None, block: int | None = None,
             backend: str | None = None, dense_ms: float | None = None, **extra) -> dict:
         """Record one measurement in the ``pytorch_baselines`` schema and print it."""
-        r = {"section": section, "op": op, "label": label, "ms": round(ms, 4), "M": M, "N": N, "K": K,
+        # 4 significant digits, not 4 decimals: a smoke run's tiny dense products take ~0.002 ms, and
+        # round(0.0024 / 6.9, 3) would store a speed-up of 0.0 (and a test comparing it would flake).
+        r = {"section": section, "op": op, "label": label, "ms": _sig(ms), "M": M, "N": N, "K": K,
              "dtype": str(dtype).replace("torch.", ""), "density": density, "block": block, "backend": backend}
         if dense_ms is not None:
-            r["dense_ms"] = round(dense_ms, 4)
-            r["speedup_vs_dense"] = round(dense_ms / ms, 3)
+            r["dense_ms"] = _sig(dense_ms)
+            r["speedup_vs_dense"] = _sig(dense_ms / ms)
         r.update(extra)
         self.rows.append(r)
         print(json.dumps(r), flush=True)
