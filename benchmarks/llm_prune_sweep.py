@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         if "side_by_side" in old:
             extra["side_by_side"] = {"date": old.get("date"), **old["side_by_side"]}
 
+    earlier_minutes = float(extra.get("config", {}).get("sweep_minutes", 0.0))
     model, tokenizer = llm.load()
     windows = 8 if args.quick else 64
     data = llm.text_splits(tokenizer, eval_windows=windows)
@@ -266,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             study["rows"].append(row)
             print(f"  perplexity {row['perplexity']:.2f} ({row['ratio']:.2f}x dense)", flush=True)
             _write(args.out, rows, extra, complete=len(rows) == len(todo))
-    extra["config"]["sweep_minutes"] = round((time.perf_counter() - start_all) / 60, 1)
+    # A resumed run adds its minutes to those of the runs before it.
+    extra["config"]["sweep_minutes"] = round(earlier_minutes + (time.perf_counter() - start_all) / 60, 1)
     _write(args.out, rows, extra, complete=len(rows) == len(todo))
     print(f"wrote {path}")
     return 0

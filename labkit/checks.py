@@ -123,8 +123,10 @@ def tensor(name: str, t: object, dim: int | Collection[int] | None = None,
                             f"convert it with .to(...)")
     if nonempty and t.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
-    if all_finite and (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).sum())
+    # A sparse tensor (COO, CSR, BSR...) stores its numbers in values(): check those.
+    stored = t if t.layout == torch.strided else t.values()
+    if all_finite and (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(stored).all()):
+        bad = int((~torch.isfinite(stored)).sum())
         raise ValueError(f"{name} has {bad} NaN or infinite value(s); clean or replace them first "
                          f"(e.g. torch.nan_to_num)")
     return t

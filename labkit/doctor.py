@@ -48,7 +48,7 @@ def _machine() -> list[Check]:
     import psutil
 
     py = sys.version_info
-    checks = [Check("python", OK if py >= (3, 10) else FAIL, f"{platform.python_version()} ({sys.executable})")]
+    checks = [Check("python", OK if py >= (3, 11) else FAIL, f"{platform.python_version()} ({sys.executable})")]
     checks.append(Check("system", OK, f"{platform.system()} {platform.release()} {platform.machine()}"))
     ram = psutil.virtual_memory().total / 2**30
     checks.append(Check("cpu", OK, f"{os.cpu_count()} logical cores, {ram:.1f} GiB RAM"))

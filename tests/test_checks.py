@@ -115,3 +115,13 @@ def test_tensor_checks_type_dim_dtype_emptiness_and_values():
     with pytest.raises(ValueError, match="w has 2 NaN or infinite"):
         checks.tensor("w", bad, all_finite=True)
     assert checks.tensor("w", bad) is bad  # values are only checked when asked
+
+
+def test_tensor_checks_the_stored_values_of_sparse_tensors():
+    dense = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
+    for sparse in (dense.to_sparse_csr(), dense.to_sparse()):
+        assert checks.tensor("w", sparse, all_finite=True) is sparse  # no "unsupported layout" error
+    bad = torch.tensor([[0.0, float("nan")], [2.0, 0.0]])
+    for sparse in (bad.to_sparse_csr(), bad.to_sparse()):
+        with pytest.raises(ValueError, match="w has 1 NaN"):
+            checks.tensor("w", sparse, all_finite=True)
