@@ -53,26 +53,6 @@ def test_bad_input_is_named(call, match):
         call()
 
 
-def test_sweep_cases_follow_the_kernels_each_case_ran_with():
-    dense = {"method": "dense", "pattern": "dense", "sparsity": 0.0, "model_sparsity": 0.0, "parameters": 1000,
-             "decode_tokens_per_s": 20.0, "bytes": {"dense_fp32": 4000, "csr_fp32": 8000},
-             "csr_decode_tokens_per_s": None}
-    wanda = {"method": "wanda", "pattern": "unstructured", "sparsity": 0.9, "model_sparsity": 0.75,
-             "parameters": 1000, "decode_tokens_per_s": 19.0, "csr_decode_tokens_per_s": 10.0,
-             "bytes": {"dense_fp32": 4000, "csr_fp32": 1200}}
-    small = {"method": "structured", "pattern": "ffn_channels", "sparsity": 0.5, "model_sparsity": 0.3,
-             "parameters": 700, "ffn_keep": 0.5, "decode_tokens_per_s": 25.0,
-             "bytes": {"dense_fp32": 2800, "csr_fp32": 5600}}
-    cases = E.sweep_cases([dense, wanda, small])
-    assert [c["label"] for c in cases] == ["dense", "wanda unstructured 90%", "wanda unstructured 90%, CSR",
-                                           "structured, 50% FFN kept"]
-    assert [c["weights_read"] for c in cases] == [1000, 1000, 250, 700]
-    assert [c["weight_bytes"] for c in cases] == [4000, 4000, 1200, 2800]
-    assert [c["decode_tokens_per_s"] for c in cases] == [20.0, 19.0, 10.0, 25.0]
-    with pytest.raises(ValueError, match="parameters"):
-        E.sweep_cases([{k: v for k, v in wanda.items() if k != "parameters"}])
-
-
 def test_side_by_side_cases_take_speeds_measured_in_turns_and_bytes_from_the_matching_rows():
     dense = {"method": "dense", "pattern": "dense", "sparsity": 0.0, "model_sparsity": 0.0, "parameters": 1000,
              "decode_tokens_per_s": 20.0, "bytes": {"dense_fp32": 4000, "csr_fp32": 8000}}
@@ -98,3 +78,8 @@ def test_side_by_side_cases_take_speeds_measured_in_turns_and_bytes_from_the_mat
         E.side_by_side_cases({"rows": [dense]})
     with pytest.raises(ValueError, match="no sweep row matches"):
         E.side_by_side_cases({"rows": [dense], "side_by_side": {"models": models}})
+    # Rows need no speed of their own (speeds come from the in-turns block), but they need their bytes.
+    no_speed = [{k: v for k, v in r.items() if k != "decode_tokens_per_s"} for r in sweep["rows"]]
+    assert E.side_by_side_cases({**sweep, "rows": no_speed}) == cases
+    with pytest.raises(ValueError, match="bytes"):
+        E.side_by_side_cases({**sweep, "rows": [{k: v for k, v in dense.items() if k != "bytes"}]})

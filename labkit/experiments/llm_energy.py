@@ -63,7 +63,8 @@ def grams_per_million(joules: float, region: str, pue: float = 1.0) -> float:
     return 1000 * carbon.footprint(joules * TOKENS_PER_MILLION, region, pue=pue, energy_kind="estimated").kg_co2e
 
 
-ROW_FIELDS = ("method", "pattern", "sparsity", "parameters", "model_sparsity", "bytes", "decode_tokens_per_s")
+#: What a sweep row must hold to price a case (its speed comes from the side_by_side block, timed in turns).
+ROW_FIELDS = ("method", "pattern", "sparsity", "parameters", "model_sparsity", "bytes")
 
 
 def _check_row(row: Mapping) -> Mapping:
@@ -83,28 +84,6 @@ def _case(label: str, tokens_per_s: float, row: Mapping, csr: bool) -> dict:
                 "weight_bytes": row["bytes"]["csr_fp32"]}
     return {"label": label, "decode_tokens_per_s": tokens_per_s, "weights_read": row["parameters"],
             "weight_bytes": row["bytes"]["dense_fp32"]}
-
-
-def sweep_cases(rows: Sequence[Mapping]) -> list[dict]:
-    """Energy-table cases for sweep rows (``labkit.widgets.llm.load_sweep()["rows"]``), in the given order.
-
-    Each row ran through the ordinary dense kernels (pruned zeros still multiplied; structured: a smaller
-    dense model), so it reads ``row["parameters"]`` weights as fp32 bytes per token. Rows also timed
-    through torch's CSR kernels (``csr_decode_tokens_per_s``) add a second case that multiplies only the
-    nonzeros and reads the CSR bytes (values + column indices + row pointers).
-    """
-    cases = []
-    for row in map(_check_row, rows):
-        if row["method"] == "dense":
-            label = "dense"
-        elif "ffn_keep" in row:  # structured: named by the share of FFN channels kept
-            label = f"{row['method']}, {100 * row['ffn_keep']:g}% FFN kept"
-        else:
-            label = f"{row['method']} {row['pattern']} {100 * row['sparsity']:g}%"
-        cases.append(_case(label, row["decode_tokens_per_s"], row, csr=False))
-        if row.get("csr_decode_tokens_per_s"):
-            cases.append(_case(f"{label}, CSR", row["csr_decode_tokens_per_s"], row, csr=True))
-    return cases
 
 
 def side_by_side_cases(sweep: Mapping) -> list[dict]:
