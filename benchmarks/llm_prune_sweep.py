@@ -178,10 +178,11 @@ def side_by_side(dense: torch.nn.Module, tokenizer, data: dict, speed_args: dict
     variants = llm.speed_variants(dense, data["calibration"], csr=CSR_SPARSITIES, ffn_keep=FFN_KEEP)
     if torch.cuda.is_available():
         variants.update(llm.gpu_variants(dense))
+    args = {k: speed_args[k] for k in ("prompt_tokens", "new_tokens")}  # one run per model per round
     load = os.getloadavg()[0]
-    models = llm.speeds_in_turns(variants, tokenizer, rounds, **speed_args)
+    models = llm.speeds_in_turns(variants, tokenizer, rounds, **args)
     return {"rounds": rounds, "date": time.strftime("%Y-%m-%d"), "load_average_1min_start": load,
-            "load_average_1min_end": os.getloadavg()[0], "speed": {**speed_args, "repeats": 1}, "models": models}
+            "load_average_1min_end": os.getloadavg()[0], "speed": {**args, "repeats": 1}, "models": models}
 
 
 def _key(row: dict) -> tuple:

@@ -14,16 +14,6 @@ from labkit.llm.sparsegpt import hessian, sparsegpt
 from labkit.sparse import SparseLinear, sparsify
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return llm.tiny_llama(seed=0)
-
-
-@pytest.fixture(scope="module")
-def tokens():
-    return torch.randint(0, 96, (6, 24), generator=torch.Generator().manual_seed(1))
-
-
 def test_tiny_llama_is_tied_and_has_grouped_heads(tiny):
     assert tiny.lm_head.weight is tiny.model.embed_tokens.weight
     attn = tiny.model.layers[0].self_attn

@@ -12,17 +12,6 @@ from labkit import llm
 from labkit.llm import cloze, stats
 from labkit.llm.text import spread_windows
 
-
-@pytest.fixture(scope="module")
-def tiny():
-    return llm.tiny_llama(seed=0)
-
-
-@pytest.fixture(scope="module")
-def tokens():
-    return torch.randint(0, 96, (6, 24), generator=torch.Generator().manual_seed(1))
-
-
 # --- per-window losses and the bootstrap -------------------------------------------------------------
 
 def test_window_losses_give_the_perplexity(tiny, tokens):

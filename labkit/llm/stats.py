@@ -105,23 +105,18 @@ def ratio_text(ratio: float, ci: Sequence[float]) -> str:
     return f"{ratio:.2f}x (95% CI {ci[0]:.2f}-{ci[1]:.2f})"
 
 
+def _decided(head: str, ci: Sequence[float], threshold: float, below: str, above: str, unresolved: str) -> str:
+    """``head: below`` / ``head: above`` / ``head: unresolved`` as :func:`verdict` decides ``ci``."""
+    return f"{head}: " + {"below": below, "above": above}.get(verdict(ci, threshold), unresolved)
+
+
 def within_text(name: str, ratio: float, ci: Sequence[float], threshold: float, of: str = "dense") -> str:
     """One sentence deciding "``name`` is within ``threshold``x ``of``" from the interval, never the point."""
-    decided = verdict(ci, threshold)
-    head = f"{name}: {ratio_text(ratio, ci)} {of}"
-    if decided == "below":
-        return f"{head}: within {threshold:g}x {of}"
-    if decided == "above":
-        return f"{head}: worse than {threshold:g}x {of}"
-    return f"{head}: within {threshold:g}x {of}? not resolved by this evaluation"
+    return _decided(f"{name}: {ratio_text(ratio, ci)} {of}", ci, threshold, f"within {threshold:g}x {of}",
+                    f"worse than {threshold:g}x {of}", f"within {threshold:g}x {of}? not resolved by this evaluation")
 
 
 def beats_text(name_a: str, name_b: str, ratio: float, ci: Sequence[float]) -> str:
     """One sentence deciding whether A (perplexity ratio A/B with ``ci``) beats B: lower perplexity wins."""
-    decided = verdict(ci, 1.0)
-    head = f"{name_a} / {name_b} perplexity {ratio_text(ratio, ci)}"
-    if decided == "below":
-        return f"{head}: {name_a} beats {name_b}"
-    if decided == "above":
-        return f"{head}: {name_b} beats {name_a}"
-    return f"{head}: not resolved by this evaluation"
+    return _decided(f"{name_a} / {name_b} perplexity {ratio_text(ratio, ci)}", ci, 1.0, f"{name_a} beats {name_b}",
+                    f"{name_b} beats {name_a}", "not resolved by this evaluation")
