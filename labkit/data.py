@@ -7,6 +7,9 @@
 * :func:`pydoc_topics` - those help topics as the lab pins them. Their text changes between Python
   versions, so the lab ships the Python 3.11.7 copy (``labkit/tables/pydoc_topics.json.gz``) and checks
   its SHA-256: every Python gives the same corpus, and so the same numbers.
+* :func:`stdlib_docstrings` - the docstrings of some of Python's standard-library modules, pinned the same
+  way (``labkit/tables/stdlib_docstrings.json.gz``, read from Python 3.11.7 by :func:`read_stdlib_docstrings`):
+  more offline English about Python, the training text of :mod:`labkit.llm.heal`.
 
 Nothing is downloaded, and the same seed always gives the same split.
 """
@@ -15,6 +18,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import sys
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +32,24 @@ from labkit import checks
 #: The pinned help topics (Python 3.11.7's ``pydoc_data.topics``) and the SHA-256 of their JSON text.
 PYDOC_TOPICS_PATH = Path(__file__).resolve().parent / "tables" / "pydoc_topics.json.gz"
 PYDOC_TOPICS_SHA256 = "4717ccc51e2e7bd1eed2feddb0bcb5a7da19a1a923fd2f258cf81e4285e31683"
+#: The pinned standard-library docstrings (read from Python 3.11.7) and the SHA-256 of their JSON text.
+STDLIB_DOCSTRINGS_PATH = Path(__file__).resolve().parent / "tables" / "stdlib_docstrings.json.gz"
+STDLIB_DOCSTRINGS_SHA256 = "07fb24357353bcfc237e0c0c9c17dacdaea6f8ca9bb13a90fd6ce610af3251e0"
+#: Standard-library modules whose docstrings :func:`read_stdlib_docstrings` reads. Pure documentation of
+#: portable modules: modules that define different names on different systems (``os``, ``socket``,
+#: ``subprocess``, ``selectors``...) or whose names depend on how Python was built (``hashlib``, ``ssl``,
+#: ``sqlite3``) are left out, so a re-read on any system gives the same text.
+STDLIB_MODULES = (
+    "abc", "argparse", "ast", "base64", "bisect", "calendar", "cmd", "code", "codecs", "collections",
+    "collections.abc", "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib",
+    "dis", "doctest", "email.message", "email.utils", "enum", "filecmp", "fileinput", "fnmatch", "fractions",
+    "functools", "getopt", "gettext", "glob", "graphlib", "gzip", "heapq", "hmac", "html.parser", "http.cookies",
+    "inspect", "io", "ipaddress", "itertools", "json", "keyword", "linecache", "logging", "logging.handlers",
+    "mailbox", "math", "mimetypes", "numbers", "operator", "optparse", "pathlib", "pickle", "pprint", "queue",
+    "random", "re", "reprlib", "sched", "secrets", "shlex", "statistics", "string", "struct", "tarfile",
+    "tempfile", "textwrap", "threading", "timeit", "tokenize", "trace", "traceback", "types", "typing",
+    "unittest.case", "unittest.mock", "urllib.parse", "uuid", "warnings", "wave", "weakref", "xml.dom.minidom",
+    "xml.etree.ElementTree", "zipfile", "zlib")
 
 
 @dataclass(frozen=True)
@@ -186,9 +209,66 @@ def pydoc_topics() -> dict[str, str]:
     The copy shipped in ``labkit/tables`` is checked against :data:`PYDOC_TOPICS_SHA256`, so a damaged
     or edited file is an error rather than a silently different corpus. Treat the result as read-only.
     """
-    blob = gzip.decompress(PYDOC_TOPICS_PATH.read_bytes())
+    return _pinned(PYDOC_TOPICS_PATH, PYDOC_TOPICS_SHA256)
+
+
+def _pinned(path: Path, sha256: str) -> dict[str, str]:
+    """The JSON object in the gzipped table ``path``, after checking the SHA-256 of its text."""
+    blob = gzip.decompress(path.read_bytes())
     digest = hashlib.sha256(blob).hexdigest()
-    if digest != PYDOC_TOPICS_SHA256:
-        raise RuntimeError(f"{PYDOC_TOPICS_PATH} has SHA-256 {digest}, expected {PYDOC_TOPICS_SHA256}: the file is "
-                           "damaged; restore it with `git checkout labkit/tables/pydoc_topics.json.gz`")
+    if digest != sha256:
+        raise RuntimeError(f"{path} has SHA-256 {digest}, expected {sha256}: the file is damaged; restore it with "
+                           f"`git checkout labkit/tables/{path.name}`")
     return json.loads(blob)
+
+
+def _module_text(name: str) -> str:
+    """One module's documentation as plain text: its docstring, then each public class and function
+    defined in it (sorted by name) with its docstring, and each class's public methods and properties."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(name)
+    parts = [inspect.cleandoc(module.__doc__)] if module.__doc__ else []
+    for attr, obj in sorted(vars(module).items()):  # vars(): never trigger a module's deprecation __getattr__
+        if attr.startswith("_") or not (inspect.isclass(obj) or inspect.isroutine(obj)):
+            continue
+        if getattr(obj, "__module__", None) != name:  # imported from elsewhere: documented there, if at all
+            continue
+        if isinstance(obj.__doc__, str):
+            parts.append(f"{name}.{attr}\n\n{inspect.cleandoc(obj.__doc__)}")
+        if inspect.isclass(obj):
+            for member, value in sorted(vars(obj).items()):
+                doc = getattr(value, "__doc__", None)
+                is_documented = inspect.isroutine(value) or isinstance(value, (property, classmethod, staticmethod))
+                # a method another library attached (transformers adds Logger.warning_once) is not the standard
+                # library's documentation: it would make the text depend on what else was imported
+                function = getattr(value, "__func__", getattr(value, "fget", value))
+                home = getattr(function, "__module__", None) or name
+                is_own = home.split(".")[0] in sys.stdlib_module_names
+                if not member.startswith("_") and is_documented and is_own and isinstance(doc, str):
+                    parts.append(f"{name}.{attr}.{member}\n\n{inspect.cleandoc(doc)}")
+    return "\n\n".join(dict.fromkeys(p for p in parts if p.strip()))  # an alias documented twice: once
+
+
+def read_stdlib_docstrings(modules: tuple[str, ...] = STDLIB_MODULES) -> dict[str, str]:
+    """``{module: text}`` read now from the running Python's standard library (offline: it only imports).
+
+    This is how the pinned copy of :func:`stdlib_docstrings` was made (on Python 3.11.7, written as
+    ``json.dumps(texts, ensure_ascii=False, sort_keys=True)``, gzipped). Other Python versions document some
+    functions differently, which is why the lab reads the pinned copy.
+    """
+    if isinstance(modules, str) or not all(isinstance(m, str) for m in modules):
+        raise TypeError(f"modules must be a tuple of module names such as ('json', 're'), got {modules!r}")
+    with warnings.catch_warnings():  # reading typing.io's docstring warns that it is deprecated: not our concern
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return {name: _module_text(name) for name in sorted(modules)}
+
+
+@lru_cache(maxsize=1)
+def stdlib_docstrings() -> dict[str, str]:
+    """The standard-library docstrings ``{module: text}`` as pinned by the lab (sorted by module name).
+
+    Checked against :data:`STDLIB_DOCSTRINGS_SHA256` like :func:`pydoc_topics`. Treat the result as read-only.
+    """
+    return _pinned(STDLIB_DOCSTRINGS_PATH, STDLIB_DOCSTRINGS_SHA256)

@@ -168,6 +168,20 @@ register(Schema(
                      "load_average_1min": NUMBER},
     extra={"config": dict, "complete": bool}))
 
+# benchmarks/llm_heal_sweep.py: pruned SmolLM2-135M models healed with their masks held fixed (distillation from the
+# dense model, or next-token loss) and the dense model fine-tuned the same way (the control). Each row: the curve
+# (perplexity with 95% interval, paired ratio to dense and window losses at a few steps, against tokens seen and
+# CPU seconds) and the final numbers; the top-level "dense" block holds the dense model's window losses.
+register(Schema(
+    "llm_heal", default_file="llm_heal_cpu", command="python benchmarks/llm_heal_sweep.py",
+    required_fields={"method": str, "pattern": str, "sparsity": NUMBER, "objective": str, "steps": int,
+                     "batch_size": int, "length": int, "lr": NUMBER, "seed": int, "block_sparsity": NUMBER,
+                     "masks_held": bool, "curve": list, "train_losses": list, "cpu_seconds": NUMBER,
+                     "wall_seconds": NUMBER, "perplexity": NUMBER, "perplexity_ci": list, "ratio": NUMBER,
+                     "ratio_ci": list, "prune_seconds": NUMBER},
+    optional_fields={"sample": str, "threads": int, "eval_seconds": NUMBER, "load_average_1min": NUMBER},
+    extra={"config": dict, "dense": dict, "complete": bool}))
+
 
 # ------------------------------------------------------------------------------------------------
 # Writing and reading

@@ -1,4 +1,4 @@
-"""Offline text for a language model: Python's own help topics, split into evaluation and calibration.
+"""Offline text for a language model: Python's own help topics, split into evaluation, calibration and training.
 
 ``labkit.data.pydoc_topics()`` is a pinned copy of ``pydoc_data.topics`` (the text behind ``help("if")``),
 sorted by topic name. Evaluation uses the first 60 topics, calibration the others: the two parts never
@@ -19,19 +19,37 @@ the model sees plain text mid-stream, as in the papers' WikiText-2 protocol.
 
 Calibration sequences are drawn in a seeded random order from all the non-overlapping windows of the
 domain's text, so 4 sequences are the first 4 of the 16 and the sizes of a calibration study are nested.
+
+**Training** text (for healing a pruned model, :mod:`labkit.llm.heal`) must be disjoint from both.
+:func:`training_split` takes the help topics after the evaluation ones *minus* the first
+:data:`RESERVED_CALIBRATION` calibration windows (every calibration set the lab uses is among them,
+the sets being nested) and *minus* the topics that repeat evaluation text (Python's help copies
+sections between topics: ``specialnames`` holds the special-method sections of evaluation topics),
+and adds the docstrings of 87 standard-library modules (:func:`labkit.data.stdlib_docstrings`): the
+same kind of English about Python, never the evaluation text. :func:`training_batches` draws seeded
+batches from it.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from importlib import resources
 from typing import TypedDict
 
 import torch
 
 from labkit import checks
-from labkit.data import pydoc_topics
+from labkit.data import pydoc_topics, stdlib_docstrings
 
 #: Calibration domains that :func:`calibration_tokens` accepts.
 DOMAINS = ("help", "sklearn", "random")
+#: Calibration windows (of :data:`CALIBRATION_LENGTH` tokens, seed 0) kept out of the training text. The lab
+#: calibrates on at most 128 sequences (the calibration study's largest set), and smaller sets are their start.
+RESERVED_CALIBRATION = 128
+#: The calibration length the lab uses everywhere (``calibration_tokens``' default).
+CALIBRATION_LENGTH = 128
+#: A help topic sharing a run of this many tokens with the evaluation topics repeats their text, and is kept
+#: out of the training text (one shared sentence is shorter: "Traceback (most recent call last): ...").
+REPEAT_RUN = 32
 
 
 class TextSplits(TypedDict):
@@ -84,6 +102,23 @@ def sklearn_texts() -> list[str]:
             if p.name.endswith(".rst")]
 
 
+def calibration_order(windows: int, seed: int = 0) -> list[int]:
+    """The seeded random order in which calibration takes the ``windows`` non-overlapping windows of a text.
+
+    One home for the order, so :func:`training_split` can leave out exactly the windows calibration uses.
+    """
+    generator = torch.Generator().manual_seed(checks.nonneg_int("seed", seed))
+    return torch.randperm(windows, generator=generator).tolist()
+
+
+def _help_texts(eval_topics: int) -> tuple[list[str], list[str]]:
+    """Names and texts of the help topics after the first ``eval_topics`` (the calibration topics)."""
+    names = list(pydoc_topics())
+    if not 0 < eval_topics < len(names):
+        raise ValueError(f"eval_topics must be in 1..{len(names) - 1}, got {eval_topics}")
+    return names[eval_topics:], [pydoc_topics()[name] for name in names[eval_topics:]]
+
+
 def calibration_tokens(tokenizer, domain: str = "help", sequences: int = 32, length: int = 128, *,
                        eval_topics: int = 60, seed: int = 0) -> torch.Tensor:
     """Calibration token ids ``(sequences, length)`` from ``domain`` (``"help"``, ``"sklearn"`` or ``"random"``).
@@ -95,23 +130,17 @@ def calibration_tokens(tokenizer, domain: str = "help", sequences: int = 32, len
     domain = checks.choice("domain", domain, DOMAINS)
     sequences = checks.positive_int("sequences", sequences)
     length = checks.positive_int("length", length)
-    generator = torch.Generator().manual_seed(checks.nonneg_int("seed", seed))
+    seed = checks.nonneg_int("seed", seed)
     if domain == "random":
+        generator = torch.Generator().manual_seed(seed)
         return torch.randint(0, len(tokenizer), (sequences, length), generator=generator)
-    if domain == "help":
-        names = list(pydoc_topics())
-        if not 0 < eval_topics < len(names):
-            raise ValueError(f"eval_topics must be in 1..{len(names) - 1}, got {eval_topics}")
-        texts = [pydoc_topics()[name] for name in names[eval_topics:]]
-    else:
-        texts = sklearn_texts()
+    texts = _help_texts(eval_topics)[1] if domain == "help" else sklearn_texts()
     stream, _ = _stream(tokenizer, texts)
     available = stream.numel() // length
     if sequences > available:
         raise ValueError(f"the {domain!r} text holds {available} sequences of {length} tokens, fewer than "
                          f"{sequences}: ask for fewer or shorter calibration sequences")
-    order = torch.randperm(available, generator=generator)[:sequences].tolist()
-    return _windows(stream, order, length)
+    return _windows(stream, calibration_order(available, seed)[:sequences], length)
 
 
 def text_splits(tokenizer, *, eval_topics: int = 60, eval_windows: int = 64, eval_length: int = 256,
@@ -144,3 +173,104 @@ def text_splits(tokenizer, *, eval_topics: int = 60, eval_windows: int = 64, eva
         "evaluation_covered": covered,
         "calibration_topics": names[eval_topics:] if calibration_domain == "help" else [],
     }
+
+
+class TrainingSplit(TypedDict):
+    """What :func:`training_split` returns: training windows and where their text comes from."""
+
+    tokens: torch.Tensor
+    help_windows: int
+    help_topics: list[str]
+    left_out_topics: list[str]
+    modules: list[str]
+
+
+def _runs(usable: torch.Tensor) -> list[tuple[int, int]]:
+    """The maximal runs ``[(start, end), ...]`` of ``True`` in a 1-D bool tensor: ``[1,1,0,1]`` -> ``[(0,2),(3,4)]``."""
+    padded = torch.cat([torch.tensor([False]), usable, torch.tensor([False])]).int()
+    edges = (padded[1:] - padded[:-1]).nonzero().flatten().tolist()  # +1 where a run starts, -1 after it ends
+    return list(zip(edges[0::2], edges[1::2], strict=True))
+
+
+def _cut(segment: torch.Tensor, length: int) -> list[torch.Tensor]:
+    """The non-overlapping ``length``-token windows of one contiguous run of text (the remainder is dropped)."""
+    return [segment[i:i + length] for i in range(0, segment.numel() - length + 1, length)]
+
+
+def _grams(ids: torch.Tensor, n: int) -> set[tuple[int, ...]]:
+    """Every run of ``n`` consecutive token ids in ``ids`` (1-D)."""
+    return set(map(tuple, ids.unfold(0, n, 1).tolist())) if ids.numel() >= n else set()
+
+
+def training_split(tokenizer, length: int = 128, *, eval_topics: int = 60,
+                   reserved_calibration: int = RESERVED_CALIBRATION) -> TrainingSplit:
+    """Training token windows ``(windows, length)``, disjoint from the evaluation and calibration text.
+
+    Two sources, in this order:
+
+    1. the help topics after the first ``eval_topics`` (the calibration topics), without
+
+       * the first ``reserved_calibration`` windows of :func:`calibration_tokens`' order (windows of
+         :data:`CALIBRATION_LENGTH` tokens): every calibration set the lab uses;
+       * the topics that share a run of :data:`REPEAT_RUN` tokens with the evaluation topics
+         (``"left_out_topics"``): Python's help copies sections between topics, so a topic can hold
+         evaluation text under another name;
+
+       the text between, cut into windows that never cross a left-out part, less any window sharing a run
+       of :data:`REPEAT_RUN` tokens with a reserved calibration window (``"help_windows"`` of them);
+    2. the pinned docstrings of Python's standard-library modules (``"modules"``), one stream.
+
+    Windows do not overlap; :func:`training_batches` draws batches from them.
+    """
+    length = checks.positive_int("length", length)
+    reserved_calibration = checks.nonneg_int("reserved_calibration", reserved_calibration)
+    eval_topics = checks.positive_int("eval_topics", eval_topics)
+    topics, texts = _help_texts(eval_topics)
+    help_stream, starts = _stream(tokenizer, texts)
+    available = help_stream.numel() // CALIBRATION_LENGTH
+    if reserved_calibration >= available:
+        raise ValueError(f"reserved_calibration must be below {available} (the calibration windows the help text "
+                         f"holds), got {reserved_calibration}")
+    usable = torch.ones(help_stream.numel(), dtype=torch.bool)
+    calibration_runs: set[tuple[int, ...]] = set()
+    for i in calibration_order(available)[:reserved_calibration]:
+        usable[i * CALIBRATION_LENGTH:(i + 1) * CALIBRATION_LENGTH] = False
+        calibration_runs |= _grams(help_stream[i * CALIBRATION_LENGTH:(i + 1) * CALIBRATION_LENGTH], REPEAT_RUN)
+    evaluation_stream, _ = _stream(tokenizer, [pydoc_topics()[name] for name in list(pydoc_topics())[:eval_topics]])
+    evaluation_runs = _grams(evaluation_stream, REPEAT_RUN)
+    left_out = []
+    for name, start, end in zip(topics, starts, starts[1:] + [help_stream.numel()], strict=True):
+        if _grams(help_stream[start:end], REPEAT_RUN) & evaluation_runs:
+            usable[start:end] = False
+            left_out.append(name)
+    help_windows = [w for start, end in _runs(usable) for w in _cut(help_stream[start:end], length)]
+    # A table repeated between two topics (typesseq and typesseq-mutable) can hold a calibration window's text.
+    help_windows = [w for w in help_windows if not _grams(w, REPEAT_RUN) & calibration_runs]
+    docstrings = stdlib_docstrings()
+    doc_stream, _ = _stream(tokenizer, list(docstrings.values()))
+    windows = help_windows + _cut(doc_stream, length)
+    if not windows:
+        raise ValueError(f"length={length} is longer than any run of training text: ask for shorter windows")
+    return {"tokens": torch.stack(windows), "help_windows": len(help_windows),
+            "help_topics": [name for name in topics if name not in left_out], "left_out_topics": left_out,
+            "modules": list(docstrings)}
+
+
+def training_batches(tokens: torch.Tensor, batch_size: int, seed: int = 0) -> Iterator[torch.Tensor]:
+    """Endless seeded batches ``(batch_size, length)`` of the rows of ``tokens`` ``(windows, length)``.
+
+    Epoch by epoch: the rows in a seeded random order, ``batch_size`` at a time, then a new order. The same
+    ``tokens``, ``batch_size`` and ``seed`` always give the same batches, so two healing runs see the same
+    text. A batch never repeats a row; the rows left at the end of an epoch (fewer than a batch) wait for
+    a later epoch.
+    """
+    tokens = checks.tensor("tokens", tokens, dim=2, dtypes=(torch.long, torch.int32), nonempty=True)
+    batch_size = checks.positive_int("batch_size", batch_size)
+    if batch_size > tokens.shape[0]:
+        raise ValueError(f"batch_size ({batch_size}) is more than the {tokens.shape[0]} training sequences: "
+                         "ask for a smaller batch or more training text")
+    generator = torch.Generator().manual_seed(checks.nonneg_int("seed", seed))
+    while True:
+        order = torch.randperm(tokens.shape[0], generator=generator)
+        for start in range(0, tokens.shape[0] - batch_size + 1, batch_size):
+            yield tokens[order[start:start + batch_size]]

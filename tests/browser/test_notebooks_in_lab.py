@@ -314,7 +314,7 @@ def exercise_explorers(page) -> list[dict]:
                 if kind == "slider" and single:
                     continue  # a slider with a single position (e.g. a sweep holding one sparsity): nothing to move
                 if kind == "dropdown" and control.locator("option").count() < 2:
-                    continue  # a dropdown with one entry (e.g. the one pattern of structured pruning): nothing to choose
+                    continue  # a dropdown with one entry (e.g. structured pruning's one pattern): nothing to choose
                 control.scroll_into_view_if_needed()
                 # One move may legitimately change nothing (a dropdown entry equal to the current setting),
                 # so a control gets up to MOVES tries; it fails only if none of them changes a figure.
