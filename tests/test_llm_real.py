@@ -46,6 +46,23 @@ def test_text_splits_are_disjoint_and_shaped(loaded):
         llm.text_splits(tokenizer, calibration_sequences=4000)
 
 
+def test_calibration_shares_only_the_documented_text_with_evaluation(loaded):
+    """Help topics copy sections between each other: labkit/llm/text.py states how much of the default
+    calibration set recurs in the evaluation windows (75 tokens in 44 shared 32-token runs)."""
+    _, tokenizer = loaded
+    data = llm.text_splits(tokenizer)
+    runs = {tuple(w[i:i + 32]) for w in data["evaluation"].tolist() for i in range(len(w) - 31)}
+    shared, covered = set(), 0
+    for w in data["calibration"].tolist():
+        hit = [False] * len(w)
+        for i in range(len(w) - 31):
+            if tuple(w[i:i + 32]) in runs:
+                shared.add(tuple(w[i:i + 32]))
+                hit[i:i + 32] = [True] * 32
+        covered += sum(hit)
+    assert (covered, len(shared)) == (75, 44)
+
+
 def test_dense_perplexity_and_answer(loaded):
     model, tokenizer = loaded
     # The reference text: the first 4 x 256 tokens of the 60 evaluation topics joined by blank lines (the lab's

@@ -2,7 +2,10 @@
 
 ``labkit.data.pydoc_topics()`` is a pinned copy of ``pydoc_data.topics`` (the text behind ``help("if")``),
 sorted by topic name. Evaluation uses the first 60 topics, calibration the others: the two parts never
-share a topic, so pruning never sees the text it is scored on.
+share a topic. They do share a little text, because Python's help copies some sections between topics:
+75 of the 4,096 tokens of the default 32 x 128 calibration set lie in 32-token runs that also occur in
+the evaluation windows (measured; 44 distinct runs). The committed pruning results were calibrated
+this way; the training text below removes such runs.
 
 **Evaluation is a sample of text**, so its windows are spread over all 60 evaluation topics (not the
 first few thousand tokens, which would be two topics): the topics are tokenized one after another into
