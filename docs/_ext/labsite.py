@@ -177,7 +177,10 @@ def explorer_picture(name: str, widget: Any, id_prefix: str) -> str:
     parts: list[str] = []
     for n, w in enumerate(_walk(widget)):
         if isinstance(w, go.FigureWidget):
-            parts.append(figure_html(w.to_plotly_json(), f"{id_prefix}-{n}"))
+            figure = w.to_plotly_json()
+            for trace in figure["data"]:  # a random id per trace, for syncing with a live view: not needed here
+                trace.pop("uid", None)
+            parts.append(figure_html(figure, f"{id_prefix}-{n}"))
         elif isinstance(w, widgets.HTML | widgets.HTMLMath) and w.value:
             parts.append(f'<div class="lab-explorer-html">{w.value}</div>')  # the lab's own, escaped, HTML
         elif (text := _control_text(w)) is not None:
