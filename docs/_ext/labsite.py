@@ -67,6 +67,7 @@ class Explorer:
 
 
 def _digit_browser(results: Path) -> Any:
+    """Notebook 00's digit browser over the test split of its digits."""
     from labkit import data
     from labkit.widgets.digits import digit_browser
 
@@ -75,6 +76,7 @@ def _digit_browser(results: Path) -> Any:
 
 
 def _pruning_explorer(results: Path) -> Any:
+    """Notebook 02's sparsity-versus-accuracy explorer over the committed pruning sweep."""
     from labkit.experiments import pruning_sweep
     from labkit.widgets.pruning import pruning_explorer
 
@@ -82,6 +84,7 @@ def _pruning_explorer(results: Path) -> Any:
 
 
 def _routing_explorer(results: Path) -> Any:
+    """Notebook 04's routing explorer over the committed routing grid."""
     from labkit.moe.routing_grid import load_routing_grid
     from labkit.widgets.moe import routing_explorer
 
@@ -89,6 +92,7 @@ def _routing_explorer(results: Path) -> Any:
 
 
 def _deployment_calculator(results: Path) -> Any:
+    """Notebook 05's deployment calculator, starting at the dense digits model's estimated joules."""
     from labkit import data
     from labkit.experiments import energy_zoo
     from labkit.figures import energy as energy_figures
@@ -106,6 +110,7 @@ def _deployment_calculator(results: Path) -> Any:
 
 
 def _llm_explorer(results: Path) -> Any:
+    """Notebook 06's sparsity-versus-perplexity explorer over the committed language-model sweep."""
     from labkit.widgets import llm as explorer_lib
 
     return explorer_lib.llm_explorer(explorer_lib.load_sweep(results / "llm_prune_cpu.json"))
@@ -237,6 +242,7 @@ def read_notebook(text: str) -> nbformat.NotebookNode:
 # ---- Sphinx events ------------------------------------------------------------------------------------------
 
 def _on_builder_inited(app: Sphinx) -> None:
+    """The explorers read the results files staged beside the pages (the last commit's), not the working tree's."""
     _Build.results = Path(app.srcdir) / RESULTS
 
 
@@ -252,9 +258,9 @@ def _add_notebook_links(app: Sphinx, doctree: nodes.document) -> None:
     name = docname.rsplit("/", 1)[-1] + ".ipynb"
     links = (f'<p class="lab-notebook-links">Download the notebook: <a class="lab-ipynb" '
              f'href="{up}_sources/{docname}.ipynb" download="{name}">{name}</a>. To run it, clone the '
-             f'repository and run <code>make lab</code>; this notebook then opens at '
-             f'<a class="lab-jupyterlab" href="{LAB_URL}{docname}.ipynb">{LAB_URL}{docname}.ipynb</a>. '
-             "This page shows the outputs committed in the repository.</p>")
+             "repository and run <code>make lab</code>; once you have opened the address with the token it "
+             f'prints, this notebook is at <a class="lab-jupyterlab" href="{LAB_URL}{docname}.ipynb">'
+             f"{LAB_URL}{docname}.ipynb</a>. This page shows the outputs committed in the repository.</p>")
     title.parent.insert(title.parent.index(title) + 1, nodes.raw("", links, format="html"))
 
 

@@ -42,6 +42,7 @@ UNCOMMITTED = "An edit saved in the working tree and never committed (test_docs_
 
 
 def git(*args: str, cwd: Path = ROOT) -> bytes:
+    """The output of ``git args`` in ``cwd`` (the repository by default); fails on a git error."""
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True).stdout
 
 
@@ -53,10 +54,12 @@ def committed_notebooks() -> dict[str, bytes]:
 
 
 def committed(stem: str) -> nbformat.NotebookNode:
+    """Notebook ``stem`` as committed in HEAD."""
     return nbformat.reads(committed_notebooks()[stem].decode("utf-8"), as_version=4)
 
 
 def outputs(nb: nbformat.NotebookNode, mime: str) -> list[dict]:
+    """Every output of ``nb`` that carries ``mime``."""
     return [o for c in nb.cells for o in c.get("outputs", []) if mime in o.get("data", {})]
 
 
@@ -148,6 +151,8 @@ def test_mathjax_and_plotly_come_from_installed_packages():
 
 @dataclass
 class Site:
+    """The built site: its folder, and which notebook the clone it was built from had edited."""
+
     root: Path
     #: the notebook the clone edited without committing
     edited: str
@@ -229,6 +234,7 @@ def resolve(page: str, href: str) -> tuple[str, str]:
 
 
 def is_external(href: str) -> bool:
+    """A link to another site (it has a scheme or starts with //)."""
     return bool(urllib.parse.urlsplit(href).scheme) or href.startswith("//")
 
 
@@ -401,6 +407,7 @@ class Offline:
 
 @pytest.fixture
 def offline(browser, served: str) -> Iterator[Offline]:
+    """A fresh page of the session's Chromium that may talk to the local server only."""
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     try:
         yield Offline(page, served)
