@@ -62,6 +62,8 @@ COMMANDS = [
 RUN_ELSEWHERE = {
     "benchmarks/kernels.py": ("tests/test_benchmark_kernels.py", "--smoke"),
     "benchmarks/moe.py": ("tests/test_moe_benchmark.py", "--smoke"),
+    # main() run on a tiny Llama (the model loader replaced), --quick and --resume
+    "benchmarks/llm_heal_sweep.py": ("tests/test_heal.py", "--quick"),
     "benchmarks/pytorch_baselines.py": ("tests/test_pytorch_baselines.py", "--smoke"),
     # A one-time migration of the committed files to the envelope format, run there as a no-op.
     "scripts/reshape_results.py": ("tests/test_results.py", "reshape.main()"),
