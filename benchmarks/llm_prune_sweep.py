@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from labkit import llm, results  # noqa: E402
+from labkit.experiments.llm_sweep import scored, write_rows  # noqa: E402
 from labkit.llm import cloze, stats  # noqa: E402
 
 PROMPT = "What is the capital of France?"
@@ -99,16 +100,6 @@ def calibration_cases(quick: bool) -> list[tuple[str, str, str, int]]:
             out += [(method, pattern, "help", n) for n in CALIBRATION_SIZES]
             out += [(method, pattern, domain, MAIN_CALIBRATION) for domain in CALIBRATION_DOMAINS]
     return out
-
-
-def scored(model: torch.nn.Module, evaluation: torch.Tensor, dense_losses: list[float] | None) -> dict:
-    """Perplexity, its interval, the per-window losses and the paired ratio to dense."""
-    losses = llm.window_losses(model, evaluation)
-    own = stats.perplexity_ci(losses)
-    base = dense_losses if dense_losses is not None else losses
-    ratio = stats.paired_ratio(losses, base)
-    return {"perplexity": own["perplexity"], "perplexity_ci": list(own["ci"]), "ratio": ratio["ratio"],
-            "ratio_ci": list(ratio["ci"]), "window_losses": [round(float(x), 6) for x in losses]}
 
 
 def prune_copy(dense: torch.nn.Module, method: str, pattern: str, value: float, calibration: torch.Tensor,
@@ -277,13 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write(out: str, rows: list[dict], extra: dict, complete: bool) -> None:
     """One results envelope; the config states the machine load seen while the rows were measured."""
-    loads = [r["load_average_1min"] for r in rows if "load_average_1min" in r]
-    config = dict(extra.get("config", {}))
-    if loads:
-        config["load_average_1min"] = (f"{min(loads):.1f} to {max(loads):.1f} while these rows were measured "
-                                       "(2 cores: above 2, timings are slowed by other programs)")
-    results.write(out, rows, script="benchmarks/llm_prune_sweep.py", schema="llm_prune",
-                  extra={**extra, "config": config, "complete": complete})
+    write_rows(out, rows, extra, complete, script="benchmarks/llm_prune_sweep.py", schema="llm_prune")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,13 @@ Conv weights ``(out, in, kh, kw)`` are viewed as the ``(out, in * kh * kw)`` mat
 ``value_bytes`` is 4 for float32 and 2 for fp16/bf16; ``index_bytes`` 4 for int32 indices (torch's own
 sparse tensors use int64: 8).
 
+**Quantized values.** Every format stores some values and some indices or metadata. The values need
+not be floats: :meth:`Format.quantized_bytes` prices them as ``bits``-bit integer codes plus, per group of
+``group_size`` inputs of a row, a scale (and, unless symmetric, an offset) of ``scale_bytes`` each (fp16: 2).
+So ``dense`` at 4 bits, groups of 32, scale + min is GGUF's Q4_1 (5 bits a weight), ``2:4`` at 4 bits is
+the kept half as codes + the 2-bit positions + the scales, ``csr`` at 8 bits a code and an index per nonzero.
+The groups are counted along the dense row (the quantizer's groups, :mod:`labkit.llm.grid`), zeros included.
+
 A weight may also be given as a torch sparse tensor (``to_sparse_csr()``, ``to_sparse_bsr(...)``,
 ``to_sparse()``...): it is counted as the weight it holds, in every format, so an explicitly stored zero is
 a zero. For what a torch CSR tensor itself occupies, pass its own widths: ``weight_bytes(t,
@@ -134,6 +141,28 @@ class Format:
         vb, ib = _check_bytes(value_bytes, index_bytes)
         return self._weight_bytes(mat, vb, ib, tile(block))
 
+    def quantized_bytes(self, weight: torch.Tensor, bits: int, group_size: int | None = None,
+                        symmetric: bool = False, scale_bytes: int = 2, index_bytes: int = 4,
+                        block: Block = 4) -> int | None:
+        """Exact bytes of ``weight`` in this format with its values stored as ``bits``-bit integer codes.
+
+        Codes packed tightly (``ceil(values * bits / 8)`` bytes), the format's indices or metadata as usual,
+        and one scale per ``group_size`` inputs of each row (``None``: one per row), plus one offset each
+        unless ``symmetric``, of ``scale_bytes`` each. ``None`` if the format cannot hold the weight.
+        """
+        mat = _check_matrix_weight(weight)
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+            raise ValueError(f"bits must be an int from 1 to 16 (the width of one integer code), got {bits!r}")
+        if group_size is not None:
+            group_size = checks.positive_int("group_size", group_size)
+        sb, ib = _check_bytes(scale_bytes, index_bytes)
+        overhead = self._overhead(mat, ib, tile(block))
+        if overhead is None:
+            return None
+        rows, cols = mat.shape
+        groups = rows * math.ceil(cols / (cols if group_size is None else group_size))
+        return math.ceil(self._values(mat, tile(block)) * bits / 8) + overhead + groups * sb * (1 if symmetric else 2)
+
     def why_not(self, weight: torch.Tensor, block: int | None = None) -> str | None:
         """Why the lab's kernel for this format cannot take ``weight`` (``None``: it can)."""
         _check_matrix_weight(weight)
@@ -147,6 +176,15 @@ class Format:
         raise NotImplementedError
 
     def _weight_bytes(self, mat: torch.Tensor, vb: int, ib: int, blk: tuple[int, int]) -> int | None:
+        overhead = self._overhead(mat, ib, blk)
+        return None if overhead is None else self._values(mat, blk) * vb + overhead
+
+    def _values(self, mat: torch.Tensor, blk: tuple[int, int]) -> int:
+        """How many values the format stores for ``mat`` (zeros inside a stored tile or group included)."""
+        raise NotImplementedError
+
+    def _overhead(self, mat: torch.Tensor, ib: int, blk: tuple[int, int]) -> int | None:
+        """Bytes of indices, pointers or metadata for ``mat``; ``None`` if the format cannot hold it."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -161,8 +199,11 @@ class Dense(Format):
     def _bytes(self, rows, cols, d, vb, ib, blk):
         return rows * cols * vb  # zeros cost as much as any other value
 
-    def _weight_bytes(self, mat, vb, ib, blk):
-        return mat.numel() * vb
+    def _values(self, mat, blk):
+        return mat.numel()
+
+    def _overhead(self, mat, ib, blk):
+        return 0
 
 
 class CSR(Format):
@@ -173,9 +214,11 @@ class CSR(Format):
     def _bytes(self, rows, cols, d, vb, ib, blk):
         return d * rows * cols * (vb + ib) + (rows + 1) * ib
 
-    def _weight_bytes(self, mat, vb, ib, blk):
-        nnz = int(torch.count_nonzero(mat))
-        return nnz * (vb + ib) + (mat.shape[0] + 1) * ib
+    def _values(self, mat, blk):
+        return int(torch.count_nonzero(mat))
+
+    def _overhead(self, mat, ib, blk):
+        return int(torch.count_nonzero(mat)) * ib + (mat.shape[0] + 1) * ib  # a column index each, row pointers
 
 
 class BSR(Format):
@@ -193,13 +236,21 @@ class BSR(Format):
         tiles = d * (rows // bh) * (cols // bw)
         return tiles * (bh * bw * vb + ib) + (rows // bh + 1) * ib
 
-    def _weight_bytes(self, mat, vb, ib, blk):
+    @staticmethod
+    def _kept_tiles(mat: torch.Tensor, blk: tuple[int, int]) -> int:
+        bh, bw = blk
+        rows, cols = mat.shape
+        return int(mat.reshape(rows // bh, bh, cols // bw, bw).ne(0).any(dim=(1, 3)).sum())
+
+    def _values(self, mat, blk):
+        return self._kept_tiles(mat, blk) * blk[0] * blk[1]  # every value of a kept tile, its zeros too
+
+    def _overhead(self, mat, ib, blk):
         bh, bw = blk
         rows, cols = mat.shape
         if rows % bh or cols % bw:
             return None
-        kept = int(mat.reshape(rows // bh, bh, cols // bw, bw).ne(0).any(dim=(1, 3)).sum())
-        return kept * (bh * bw * vb + ib) + (rows // bh + 1) * ib
+        return self._kept_tiles(mat, blk) * ib + (rows // bh + 1) * ib  # a column index per tile, block-row pointers
 
     def why_not(self, weight, block=None):
         mat = _check_matrix_weight(weight)
@@ -220,11 +271,13 @@ class Semi24(Format):
             raise ValueError(f"2:4 needs cols divisible by 4 (groups of 4 inputs), got {cols}")
         return rows * cols * vb / 2 + rows * cols / 8  # density is 1/2 by construction, whatever `density` says
 
-    def _weight_bytes(self, mat, vb, ib, blk):
+    def _values(self, mat, blk):
+        return mat.numel() // 2
+
+    def _overhead(self, mat, ib, blk):
         if not is_nm(mat, 2, 4):
             return None
-        rows, cols = mat.shape
-        return (rows * cols // 2) * vb + (rows * cols) // 8
+        return mat.numel() // 8  # 2 bits of position per kept value: 4 bits per group of 4
 
     def why_not(self, weight, block=None):
         mat = _check_matrix_weight(weight)
@@ -244,8 +297,11 @@ class Bitmask(Format):
     def _bytes(self, rows, cols, d, vb, ib, blk):
         return d * rows * cols * vb + math.ceil(rows * cols / 8)
 
-    def _weight_bytes(self, mat, vb, ib, blk):
-        return int(torch.count_nonzero(mat)) * vb + math.ceil(mat.numel() / 8)
+    def _values(self, mat, blk):
+        return int(torch.count_nonzero(mat))
+
+    def _overhead(self, mat, ib, blk):
+        return math.ceil(mat.numel() / 8)  # one bit per position
 
     def why_not(self, weight, block=None):
         _check_matrix_weight(weight)

@@ -155,6 +155,19 @@ register(Schema(
     required_fields={"T": int, "ms": dict, "time_vs_dense": dict},
     extra={"benchmark": str, "device": str, "smoke": bool}))
 
+# benchmarks/llm_quant_sweep.py: SmolLM2-135M quantized (RTN, GPTQ; 8/4/3 bits; per channel or per group), pruned
+# and quantized (SparseGPT + GPTQ in one pass, Wanda then RTN). Perplexity as llm_prune (64 windows of 256 tokens,
+# intervals, paired ratio to dense); bytes of the integer codes per format; on_file_grid: the loaded weights already
+# lie on the row's grid (the Q4_1 trap). Speeds of the int8/int4 CPU kernels only in the top-level speed block.
+register(Schema(
+    "llm_quant", default_file="llm_quant_cpu", command="python benchmarks/llm_quant_sweep.py",
+    required_fields={"method": str, "bits": OPT_INT, "group_size": OPT_INT, "symmetric": bool, "pattern": str,
+                     "sparsity": NUMBER, "block_sparsity": NUMBER, "perplexity": NUMBER, "perplexity_ci": list,
+                     "ratio": NUMBER, "ratio_ci": list, "window_losses": list, "quant_seconds": NUMBER,
+                     "unchanged_share": NUMBER, "max_abs_change": NUMBER, "bytes": dict},
+    optional_fields={"on_file_grid": bool, "model_sparsity": NUMBER, "sample": str, "load_average_1min": NUMBER},
+    extra={"config": dict, "sizes": dict, "complete": bool}))
+
 # benchmarks/llm_prune_sweep.py: SmolLM2-135M pruned by each method and pattern.
 # Perplexity on 64 windows of 256 tokens with per-window losses, a 95% bootstrap interval (perplexity_ci) and
 # the paired-bootstrap ratio to dense (ratio, ratio_ci); speeds only in the side_by_side block (timed in turns).

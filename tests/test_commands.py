@@ -8,8 +8,9 @@ there); the files it writes must read back through ``labkit.results``, and the c
 left untouched. A script added later without a case here (or a named test that runs it) fails
 :func:`test_every_script_that_writes_files_is_run_somewhere`.
 
-Slow: about 2 1/2 minutes in all on a 2-core machine (more when it is busy), most of it
-``llm_prune_sweep.py --quick`` (SmolLM2-135M pruned and evaluated: 93 s measured, 228 s under load);
+Slow: about 6 minutes in all on a 2-core machine (more when it is busy), most of it
+``llm_prune_sweep.py --quick`` (SmolLM2-135M pruned and evaluated: 93 s measured, 228 s under load) and
+``llm_quant_sweep.py --quick`` (quantized, evaluated and its kernels timed: 109 s measured, 196 s at a load of 3);
 every other case takes seconds. Every case is marked ``slow``.
 """
 from __future__ import annotations
@@ -52,6 +53,9 @@ COMMANDS = [
             {"pruning_sweep.json": "pruning_sweep"}),
     # Being rewritten by the lead (issue 21); its quick mode must keep writing a valid llm_prune file.
     Command("benchmarks/llm_prune_sweep.py", ("--quick", "--out", "{tmp}/x.json"), {"x.json": "llm_prune"},
+            timeout_s=900),
+    # SmolLM2-135M quantized (RTN, GPTQ, SparseGPT + GPTQ) on 8 windows and its kernels timed: 109-196 s.
+    Command("benchmarks/llm_quant_sweep.py", ("--quick", "--out", "{tmp}/q.json"), {"q.json": "llm_quant"},
             timeout_s=900),
     # Needs an NVIDIA GPU: without one it must say so and exit 0 writing nothing; with one, a short run.
     Command("benchmarks/energy.py", ("--window", "0.2", "--idle", "0.1", "--size", "1024"), {}),
@@ -138,7 +142,8 @@ def test_command_runs_in_quick_mode_and_writes_readable_files(command, tmp_path)
 
 @pytest.mark.parametrize("script, flag", [("benchmarks/pruning_sweep.py", "--quick"),
                                           ("benchmarks/pruning_sweep.py", "--smoke"),
-                                          ("benchmarks/moe_train_sweep.py", "--quick")])
+                                          ("benchmarks/moe_train_sweep.py", "--quick"),
+                                          ("benchmarks/llm_quant_sweep.py", "--quick")])
 def test_quick_modes_refuse_to_overwrite_the_committed_results(script, flag):
     before = _committed_state()
     proc = subprocess.run([sys.executable, script, flag], cwd=ROOT, capture_output=True, text=True, timeout=120)

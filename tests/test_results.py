@@ -116,7 +116,7 @@ def test_baselines_have_structured_fields():
 
 def test_every_benchmark_output_has_a_schema():
     assert {"pruning_sweep", "moe_train", "moe_routing_grid", "pytorch_baselines", "kernels", "energy",
-            "llm_prune", "llm_heal"} <= set(results.SCHEMAS)
+            "llm_prune", "llm_heal", "llm_quant"} <= set(results.SCHEMAS)
 
 
 def test_find_lists_files_of_one_schema(tmp_path):

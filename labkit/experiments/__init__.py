@@ -8,4 +8,5 @@ of plain data back, hands them to :mod:`labkit.figures` to draw and, for a commi
 * :mod:`labkit.experiments.kernel_timings`: live GPU timings of the lab's kernels and the committed ones.
 * :mod:`labkit.experiments.pruning_sweep`, :mod:`labkit.experiments.pruning_explorer`: notebooks 01-02.
 * :mod:`labkit.experiments.llm_energy`: notebook 06.
+* :mod:`labkit.experiments.llm_sweep`: how the language-model sweeps score and write their rows.
 """

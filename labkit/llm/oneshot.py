@@ -91,6 +91,29 @@ def parse_pattern(pattern: str) -> tuple[int, int]:
     return n, m
 
 
+def check_pattern(pattern: str, sparsity: float | None) -> tuple[int, int, float]:
+    """``(n, m, sparsity)`` of a pattern and its sparsity: N:M implies ``1 - n/m`` (pass ``None`` or that
+    value); ``"unstructured"`` needs a sparsity in [0, 1)."""
+    n, m = parse_pattern(pattern)
+    if m:
+        implied = 1 - n / m
+        if sparsity is not None and abs(checks.finite("sparsity", sparsity) - implied) > 1e-9:
+            raise ValueError(f"pattern {pattern!r} sets sparsity to {implied:g}; pass sparsity=None or {implied:g}, "
+                             f"got {sparsity}")
+        return n, m, implied
+    if sparsity is None:
+        raise ValueError("sparsity is required for pattern 'unstructured': a share in [0, 1) such as 0.5")
+    return n, m, checks.fraction("sparsity", sparsity)
+
+
+def check_nm_layers(layers: dict[str, nn.Linear], pattern: str, m: int) -> None:
+    """A ``ValueError`` naming the first layer whose input size is not a multiple of ``m``."""
+    bad = [name for name, layer in layers.items() if layer.in_features % m]
+    if bad:
+        raise ValueError(f"pattern {pattern!r} needs every layer's input size divisible by {m}; {bad[0]} has "
+                         f"{layers[bad[0]].in_features}")
+
+
 def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep-mask pruning the ``round(sparsity * in)`` lowest scores of every row (ties broken by position)."""
     k = round(sparsity * scores.shape[1])
@@ -210,6 +233,24 @@ def _run_with_hooks(model: nn.Module, tokens: torch.Tensor, layers: dict[str, nn
                            "only layers used in the forward pass can be pruned with calibration data")
 
 
+def obs_pass(model: nn.Module, calibration: torch.Tensor | None, layers: dict[str, nn.Linear],
+             solve: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], desc: str) -> None:
+    """Replace every layer's weight by ``solve(weight, H)``, ``H = hessian(its input)``, in one calibration pass.
+
+    The pass of SparseGPT and GPTQ (:mod:`labkit.llm.sparsegpt`): sequential, so each layer's Hessian comes
+    from the inputs that the already changed layers before it produce. q, k and v (and gate and up) share
+    their input, so its Hessian is computed once for them.
+    """
+    seen_x: list = [None, None]  # (input, its Hessian)
+
+    def on_input(name: str, layer: nn.Linear, x: torch.Tensor) -> None:
+        if seen_x[0] is not x:
+            seen_x[:] = [x, hessian(x)]
+        layer.weight.copy_(solve(layer.weight, seen_x[1]))
+
+    run_with_hooks(model, calibration, layers, on_input, desc=desc)
+
+
 def input_norms(model: nn.Module, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
     """The L2 norm of every input feature of every prunable layer over the calibration tokens.
 
@@ -244,28 +285,15 @@ def prune(model: nn.Module, method: str, pattern: str = "unstructured", sparsity
     The report: ``{"method", "pattern", "sparsity", "block_sparsity", "model_sparsity", "seconds", "layers"}``.
     """
     method = checks.choice("method", method, METHODS)
-    n, m = parse_pattern(pattern)
-    if m:
-        implied = 1 - n / m
-        if sparsity is not None and abs(checks.finite("sparsity", sparsity) - implied) > 1e-9:
-            raise ValueError(f"pattern {pattern!r} sets sparsity to {implied:g}; pass sparsity=None or {implied:g}, "
-                             f"got {sparsity}")
-        sparsity = implied
-        if method in WHOLE_MATRIX:
-            raise ValueError(f"method {method!r} ranks across rows, which has no N:M form; "
-                             "use method='magnitude' with an N:M pattern")
-    else:
-        if sparsity is None:
-            raise ValueError("sparsity is required for pattern 'unstructured': a share in [0, 1) such as 0.5")
-        sparsity = checks.fraction("sparsity", sparsity)
+    n, m, sparsity = check_pattern(pattern, sparsity)
+    if m and method in WHOLE_MATRIX:
+        raise ValueError(f"method {method!r} ranks across rows, which has no N:M form; "
+                         "use method='magnitude' with an N:M pattern")
     block_size = checks.positive_int("block_size", block_size)
     damping = checks.finite("damping", damping, low=0.0)
     layers = prunable_layers(model)
     if m:
-        bad = [name for name, layer in layers.items() if layer.in_features % m]
-        if bad:
-            raise ValueError(f"pattern {pattern!r} needs every layer's input size divisible by {m}; {bad[0]} has "
-                             f"{layers[bad[0]].in_features}")
+        check_nm_layers(layers, pattern, m)
         if method == "sparsegpt" and block_size % m:
             raise ValueError(f"block_size ({block_size}) must be a multiple of m ({m}) for pattern {pattern!r}")
     if method in ("wanda", "sparsegpt"):
@@ -298,14 +326,8 @@ def prune(model: nn.Module, method: str, pattern: str = "unstructured", sparsity
 
             run_with_hooks(model, calibration, layers, wanda, desc="wanda")
         else:
-            seen_x: list = [None, None]  # (input, its Hessian): q, k and v share their input
-
-            def obs(name: str, layer: nn.Linear, x: torch.Tensor) -> None:
-                if seen_x[0] is not x:
-                    seen_x[:] = [x, hessian(x)]
-                layer.weight.copy_(sparsegpt(layer.weight, seen_x[1], sparsity, n, m, block_size, damping))
-
-            run_with_hooks(model, calibration, layers, obs, desc="sparsegpt")
+            obs_pass(model, calibration, layers,
+                     lambda weight, h: sparsegpt(weight, h, sparsity, n, m, block_size, damping), "sparsegpt")
     seconds = time.perf_counter() - start
     return {"method": method, "pattern": pattern, "sparsity": sparsity, **measure_sparsity(model),
             "seconds": seconds, "layers": len(layers)}

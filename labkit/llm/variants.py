@@ -9,7 +9,9 @@ per round, the median over rounds), so a background job slows them all alike:
 * CSR: unstructured zeros stored as values + column indices (``labkit.sparse.sparsify(model, "csr")``),
   run by torch's sparse product;
 * structured: whole FFN channels removed (:func:`labkit.llm.prune_structured`), a smaller dense model;
-* on a GPU, the lab's own 2:4 and block-sparse (BSR) Triton kernels inside the model (:func:`gpu_variants`).
+* on a GPU, the lab's own 2:4 and block-sparse (BSR) Triton kernels inside the model (:func:`gpu_variants`);
+* quantized: int8 and int4 codes through PyTorch's weight-only CPU kernels (:func:`quant_variants`,
+  :mod:`labkit.llm.qlinear`), beside dense float32 and bfloat16.
 
 The unstructured and N:M variants use magnitude masks: speed depends on the pattern and the density, not
 on which weights were kept (perplexity is what depends on the method: see :func:`labkit.llm.prune`).
@@ -32,6 +34,7 @@ from labkit import checks
 from labkit import prune as labprune
 from labkit.llm.evaluate import speed
 from labkit.llm.oneshot import prunable_layers, prune
+from labkit.llm.qlinear import INT4_GROUPS, KERNELS, pack
 from labkit.llm.structured import prune_structured
 from labkit.sparse import sparsify
 
@@ -107,6 +110,35 @@ def gpu_variants(dense: nn.Module, device: str | torch.device = "cuda", dtype: t
     out[f"GPU {block_sparsity:.0%} of {block}x{block} blocks, lab kernel"] = (
         {"kind": "block", "block_sparsity": block_sparsity, "runs_as": "the lab's block-sparse (BSR) kernel"},
         sparsify(model.to(device, dtype), "bsr", block=block))
+    return out
+
+
+def quant_variants(dense: nn.Module, kernels: Sequence[str] = KERNELS, group_size: int = 32,
+                   bf16: bool = True) -> dict[str, Variant]:
+    """``{label: (info, model)}``: ``dense`` itself, a bfloat16 copy (``bf16``), and copies of it whose block
+    linears run PyTorch's weight-only kernels (:func:`labkit.llm.qlinear.pack`).
+
+    ``kernels``: ``"int8"`` (per output row, symmetric) and/or ``"int4"`` (groups of ``group_size``, scale +
+    min). The kernels compute in bfloat16, which is why the bfloat16 dense model belongs beside them. The
+    token embedding / LM head stays as it is in every copy (float32, read once per generated token).
+    """
+    _check_dense(dense)
+    if isinstance(kernels, str) or not all(k in KERNELS for k in kernels):
+        raise ValueError(f"kernels must be a sequence of {KERNELS}, e.g. ('int8', 'int4'), got {kernels!r}")
+    group_size = checks.choice("group_size", group_size, INT4_GROUPS)
+    out: dict[str, Variant] = {"dense": ({"kind": "dense", "runs_as": "dense, float32"}, dense)}
+    if bf16:
+        out["dense bf16"] = ({"kind": "dense", "runs_as": "dense, bfloat16"}, copy.deepcopy(dense).to(torch.bfloat16))
+    for kernel in kernels:
+        model = pack(copy.deepcopy(dense), kernel, group_size)
+        if kernel == "int8":
+            out["int8 per channel, weight-only kernel"] = (
+                {"kind": "int8", "bits": 8, "group_size": None,
+                 "runs_as": "torch._weight_int8pack_mm, bf16 activations"}, model)
+        else:
+            out[f"int4 groups of {group_size}, weight-only kernel"] = (
+                {"kind": "int4", "bits": 4, "group_size": group_size,
+                 "runs_as": "torch._weight_int4pack_mm_for_cpu, bf16 activations"}, model)
     return out
 
 
