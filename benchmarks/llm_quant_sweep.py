@@ -10,7 +10,8 @@ the headline cases:
   64 is the largest power of two that does, and the other group size that does not line up with the file's
   blocks of 32;
 * ``sparsegpt+gptq``: SparseGPT's joint 50% (and 2:4) + 4 bits in groups of 32, one OBS pass;
-* ``wanda+rtn``: Wanda 50% (and 2:4), then RTN 4 bits in groups of 32 with the zeros kept.
+* ``wanda+rtn``: Wanda 50% (and 2:4), then RTN 4 bits in groups of 32 (the file's grid: Wanda moves no
+  weight, so RTN changes almost nothing there) and of 64, with the zeros kept.
 
 Every row: perplexity on the evaluation text (:func:`labkit.llm.text_splits`: 64 windows x 256 tokens
 spread over the 60 evaluation topics, as ``llm_prune_cpu.json``) with its per-window losses, a 95% bootstrap
@@ -28,7 +29,7 @@ The ``speed`` block (``--only speed``, and at the end of a full run): dense floa
 dense float32 / bfloat16 models.
 
 Usage (2 cores; estimated from a partial run of the first 10 rows at a load of 2-3: about 20-25 minutes for
-the 27 rows, under 1 for the speed block; --resume continues a run cut short)::
+the 29 rows, under 1 for the speed block; --resume continues a run cut short)::
 
     python benchmarks/llm_quant_sweep.py                    # writes benchmarks/results/llm_quant_cpu.json
     python benchmarks/llm_quant_sweep.py --only rows        # the rows only (or --only speed)
@@ -84,7 +85,11 @@ def cases(quick: bool) -> list[Case]:
                 Case("sparsegpt+gptq", 4, KERNEL_GROUP, pattern="unstructured", sparsity=0.5),
                 Case("sparsegpt+gptq", 4, KERNEL_GROUP, pattern="2:4", sparsity=0.5),
                 Case("wanda+rtn", 4, KERNEL_GROUP, pattern="unstructured", sparsity=0.5),
-                Case("wanda+rtn", 4, KERNEL_GROUP, pattern="2:4", sparsity=0.5)]
+                Case("wanda+rtn", 4, KERNEL_GROUP, pattern="2:4", sparsity=0.5),
+                # Wanda keeps weights without moving them, so at the file's grid RTN hardly changes them (the
+                # trap again); groups of 64 show what rounding the kept weights really costs.
+                Case("wanda+rtn", 4, 64, pattern="unstructured", sparsity=0.5),
+                Case("wanda+rtn", 4, 64, pattern="2:4", sparsity=0.5)]
     grid = [Case(method, bits, group) for bits in BITS for group in GROUPS for method in ("rtn", "gptq")]
     symmetric = [Case(method, bits, group, True) for bits, group in ((8, None), (4, 32)) for method in ("rtn", "gptq")]
     return headline + [c for c in grid + symmetric if c not in headline]

@@ -372,6 +372,10 @@ def test_on_grid_detects_the_trap_and_where_quantization_really_costs():
         real = llm.on_grid(model, bits, group_size, symmetric)
         assert not real["on_grid"] and real["layers_on_grid"] == 0, (bits, group_size, symmetric)
         assert real["unchanged_share"] < 0.5 and 0.1 < real["max_change_in_steps"] <= 0.5 + 1e-5
+    # 8 bits, scale + min, groups of 32: 255 = 17 x 15, so the file's 16 levels are among the 256. Another trap,
+    # up to float rounding (a change of at most a thousandth of a step), which is why on_grid has a tolerance.
+    eight = llm.on_grid(model, 8, 32)
+    assert eight["on_grid"] and eight["max_change_in_steps"] <= 1e-3
     wide = nn.Sequential(nn.Linear(128, 8, bias=False))  # groups of 128 span four of the file's blocks
     with torch.no_grad():
         wide[0].weight.copy_(_q41(8, 128, seed=3))
@@ -552,7 +556,7 @@ def test_sweep_quick_on_a_tiny_model_writes_resumable_rows_and_speeds(tmp_path, 
 
 def test_sweep_cases_cover_the_issue():
     cases = _sweep().cases(quick=False)
-    assert len(cases) == len(set(cases)) == 27 and cases[0].method == "dense"
+    assert len(cases) == len(set(cases)) == 29 and cases[0].method == "dense"
     for method in ("rtn", "gptq"):
         assert {(c.bits, c.group_size) for c in cases if c.method == method and not c.symmetric} == {
             (b, g) for b in (8, 4, 3) for g in (None, 32, 64)}
@@ -574,6 +578,7 @@ def test_smollm2_is_already_on_the_asymmetric_4_bit_grid_of_groups_of_32(smollm2
     assert trap["on_grid"] and trap["layers_on_grid"] == 210 and trap["unchanged_share"] == 1.0
     for bits, group_size in ((4, None), (3, 32), (4, 64)):
         assert llm.on_grid(smollm2, bits, group_size)["layers_on_grid"] == 0
+    assert llm.on_grid(smollm2, 8, 32)["on_grid"]  # 8 bits in groups of 32 hold the file's 16 levels too
 
 
 @pytest.mark.slow

@@ -17,8 +17,9 @@ for real, for speed; :func:`labkit.llm.quantized_bytes` counts their bytes.
 **The trap.** SmolLM2 arrived as Q4_1 GGUF: 4-bit codes with a scale and a minimum per block of 32 inputs.
 Its float32 weights are therefore *already* on the asymmetric 4-bit grid of groups of 32, and quantizing
 them to that grid changes nothing: a perplexity change of zero that teaches nothing about quantization.
-:func:`on_grid` detects it (quantize a copy, compare with the loaded weights); 3 bits, per-channel 4 bits or
-groups of 64 do change the weights.
+:func:`on_grid` detects it (quantize a copy, compare with the loaded weights); 3 bits, per-channel 4 bits,
+symmetric 4 bits or groups of 64 do change the weights. (8 bits, scale + min, in groups of 32 do not: its 256
+levels include the file's 16, since 255 = 17 x 15.)
 """
 from __future__ import annotations
 
