@@ -24,7 +24,8 @@ weights quantization left unchanged; the greedy answer to a fixed prompt.
 
 The ``speed`` block (``--only speed``, and at the end of a full run): dense float32, dense bfloat16, int8
 (per channel) and int4 (groups of 32) through PyTorch's weight-only CPU kernels
-(:func:`labkit.llm.quant_variants`), prefill and decode tokens/s timed in turns
+(:func:`labkit.llm.quant_variants`), and structured pruning keeping 75% and 50% of the FFN channels, prefill
+and decode tokens/s timed in turns
 (:func:`labkit.llm.speeds_in_turns`), with the bytes each model really holds. ``sizes``: the file and the
 dense float32 / bfloat16 models.
 
@@ -62,6 +63,8 @@ GROUPS = (None, 32, 64)
 #: The int4 kernel's group size in the speed block, and the joint cases'.
 KERNEL_GROUP = 32
 CALIBRATION_SEQUENCES = 32
+#: Structured models (shares of FFN channels kept) timed in turns with the quantized ones.
+STRUCTURED_KEEP = (0.75, 0.5)
 
 
 class Case(NamedTuple):
@@ -152,9 +155,15 @@ def run_case(dense: torch.nn.Module, tokenizer, data: dict, case: Case, dense_lo
     return row
 
 
-def speed_block(dense: torch.nn.Module, tokenizer, speed_args: dict, rounds: int = 5) -> dict:
-    """Dense float32 and bfloat16, int8 and int4 kernels (:func:`labkit.llm.quant_variants`), timed in turns."""
+def speed_block(dense: torch.nn.Module, tokenizer, calibration: torch.Tensor, speed_args: dict,
+                rounds: int = 5) -> dict:
+    """Dense float32 and bfloat16, int8 and int4 kernels (:func:`labkit.llm.quant_variants`), and the structured
+    models that keep 75% and 50% of the FFN channels (:func:`labkit.llm.speed_variants`), all timed in turns:
+    notebook 07's map compares the speeds of every form with a faster CPU kernel, so they share one machine load.
+    """
     variants = llm.quant_variants(dense, group_size=KERNEL_GROUP)
+    variants.update({label: v for label, v in llm.speed_variants(dense, calibration, masked=(), csr=(),
+                                                                 ffn_keep=STRUCTURED_KEEP).items() if label != "dense"})
     load = os.getloadavg()[0]
     models = llm.speeds_in_turns(variants, tokenizer, rounds, **speed_args)
     for label, (_, model) in variants.items():
@@ -222,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             _write(out, rows, extra, complete=len(rows) == len(todo))
     if args.only != "rows":
         speed_args = {"prompt_tokens": 32, "new_tokens": 4} if args.quick else {"prompt_tokens": 256, "new_tokens": 32}
-        extra["speed"] = speed_block(model, tokenizer, speed_args, rounds=1 if args.quick else 5)
+        extra["speed"] = speed_block(model, tokenizer, data["calibration"], speed_args,
+                                     rounds=1 if args.quick else 5)
         for label, m in extra["speed"]["models"].items():
             print(f"  {label}: prefill {m['prefill_tokens_per_s']:.0f}, decode {m['decode_tokens_per_s']:.1f} "
                   f"tokens/s", flush=True)

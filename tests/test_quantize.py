@@ -549,7 +549,10 @@ def test_sweep_quick_on_a_tiny_model_writes_resumable_rows_and_speeds(tmp_path, 
     assert written["sizes"]["file"] == llm.model.MODEL_BYTES and "speed" not in written
     assert sweep.main(["--quick", "--out", str(out), "--resume"]) == 0  # rows kept, the speed block added
     again = results.read(out, "llm_quant")
-    assert again["rows"] == rows and set(again["speed"]["models"]) == set(llm.quant_variants(dense))
+    structured = {f"structured, {keep:.0%} of FFN channels kept" for keep in sweep.STRUCTURED_KEEP}
+    assert again["rows"] == rows and set(again["speed"]["models"]) == set(llm.quant_variants(dense)) | structured
+    assert all(again["speed"]["models"][label]["held_bytes"] < again["speed"]["models"]["dense"]["held_bytes"]
+               for label in structured)  # timed in the same turns: the map compares their speeds
     with pytest.raises(SystemExit):  # a quick run never writes the committed file
         sweep.main(["--quick"])
 

@@ -116,6 +116,14 @@ def _llm_explorer(results: Path) -> Any:
     return explorer_lib.llm_explorer(explorer_lib.load_sweep(results / "llm_prune_cpu.json"))
 
 
+def _budget_explorer(results: Path) -> Any:
+    """Notebook 07's byte-budget explorer over the three committed language-model results files."""
+    from labkit.experiments import llm_compress
+    from labkit.widgets import llm_compress as explorer_lib
+
+    return explorer_lib.budget_explorer(llm_compress.load_all(results))
+
+
 #: Widget class name (the start of its stored text/plain, "PruningExplorer(children=...") -> its explorer.
 EXPLORERS: dict[str, Explorer] = {
     "DigitBrowser": Explorer("00_welcome", "digit_browser(ds.test)", _digit_browser),
@@ -126,6 +134,8 @@ EXPLORERS: dict[str, Explorer] = {
         'we.deployment_calculator(rows[0]["j_per_inference_b1"], requests_per_day=1e6, region="USA", '
         "presets=presets)", _deployment_calculator),
     "LLMExplorer": Explorer("06_pruning_a_language_model", "explorer_lib.llm_explorer(sweep)", _llm_explorer),
+    "BudgetExplorer": Explorer("07_healing_and_quantizing_a_language_model", "explorer_lib.budget_explorer(files)",
+                               _budget_explorer),
 }
 
 

@@ -7,6 +7,7 @@ of plain data back, hands them to :mod:`labkit.figures` to draw and, for a commi
 * :mod:`labkit.experiments.energy_zoo`: the digit classifiers of notebook 05 and their energy rows.
 * :mod:`labkit.experiments.kernel_timings`: live GPU timings of the lab's kernels and the committed ones.
 * :mod:`labkit.experiments.pruning_sweep`, :mod:`labkit.experiments.pruning_explorer`: notebooks 01-02.
-* :mod:`labkit.experiments.llm_energy`: notebook 06.
+* :mod:`labkit.experiments.llm_evidence`, :mod:`labkit.experiments.llm_energy`: notebook 06.
+* :mod:`labkit.experiments.llm_compress`: notebook 07 (healing, quantization, the map of every model).
 * :mod:`labkit.experiments.llm_sweep`: how the language-model sweeps score and write their rows.
 """

@@ -1,4 +1,5 @@
-"""Figures for notebook 06 (pruning a language model): one function per figure, data in, ``go.Figure`` out.
+"""Figures for notebooks 06 and 07 (pruning, healing and quantizing a language model): one function per figure,
+data in, ``go.Figure`` out.
 
 * :func:`perplexity_figure`: perplexity against sparsity, one line per method x pattern, log y axis,
   with the dense model and 1.5x dense marked.
@@ -8,6 +9,8 @@
 * :func:`speed_figure`: prompt (prefill) and generation (decode) tokens per second, side by side.
 * :func:`bytes_and_speed_figure`: the two above in one figure (the explorer's bars).
 * :func:`energy_figure`: estimated joules per generated token, two estimates side by side.
+* :func:`heal_figure`: healing curves, perplexity / dense against CPU-minutes (notebook 07).
+* :func:`compression_map_figure`: every model the lab makes on one bytes-against-quality map (notebook 07).
 
 Values are rounded before they enter a figure, so nbval sees the same JSON on every machine.
 """
@@ -273,3 +276,91 @@ def energy_figure(cases: Sequence[Mapping], title: str | None = None) -> go.Figu
                 marker_color=COLORS[1])
     fig.update_yaxes(title="millijoules per generated token (log)", type="log")
     return style(fig, title or "Energy per generated token: ESTIMATED (no CPU energy sensor used)", height=380)
+
+
+#: Ratios to dense above this are plotted at the cap (the map's log axis stays readable); hover gives the value.
+RATIO_CAP = 20.0
+#: One colour and marker per family of the compression map (labkit.experiments.llm_compress.FAMILIES).
+FAMILY_STYLE = {"dense": (COLORS[0], "square"), "quantized": (COLORS[1], "circle"), "pruned": (COLORS[3], "x"),
+                "healed": (COLORS[2], "triangle-up"), "pruned + quantized": (COLORS[4], "diamond"),
+                "structured": (COLORS[5], "cross")}
+
+
+def _ratio_bars(points: Sequence[Mapping], cap: float) -> dict:
+    up = [round(max(min(p["ratio_ci"][1], cap) - min(p["ratio"], cap), 0.0), 4) for p in points]
+    down = [round(max(min(p["ratio"], cap) - min(p["ratio_ci"][0], cap), 0.0), 4) for p in points]
+    return dict(type="data", array=up, arrayminus=down, thickness=1.5, width=3)
+
+
+def heal_figure(rows: Sequence[Mapping], x: str = "cpu_minutes", title: str | None = None) -> go.Figure:
+    """Healing curves: perplexity ratio to dense (log scale, 95% CI bars) against CPU-minutes or tokens seen.
+
+    ``rows``: runs of ``llm_heal_cpu.json`` (``curve`` points with ``ratio``, ``ratio_ci``, ``cpu_seconds``,
+    ``tokens_seen``). Points scored on a subset of the windows (``windows`` not None) are drawn hollow: their
+    interval is wider and their ratio is paired on that subset only.
+    """
+    rows = _check_rows(rows, ("method", "pattern", "sparsity", "objective", "curve"))
+    if x not in ("cpu_minutes", "tokens"):
+        raise ValueError(f"x must be 'cpu_minutes' or 'tokens', got {x!r}")
+    fig = go.Figure()
+    for i, r in enumerate(rows):
+        pts = r["curve"]
+        if r["method"] == "dense":
+            name = "dense, next-token (control)"
+        else:
+            cut = f"{r['sparsity']:.0%}" if r["pattern"] == "unstructured" else r["pattern"]
+            name = f"{METHOD_LABELS.get(r['method'], r['method'])} {cut}" + (
+                "" if r["objective"] == "distill" else ", next-token")
+        xs = [round(p["cpu_seconds"] / 60, 2) if x == "cpu_minutes" else p["tokens_seen"] for p in pts]
+        dash = "solid" if r["objective"] == "distill" else "dot"
+        fig.add_scatter(x=xs, y=[round(p["ratio"], 4) for p in pts], error_y=_ratio_bars(pts, RATIO_CAP),
+                        mode="lines+markers", name=name, line=dict(color=COLORS[i % len(COLORS)], dash=dash),
+                        marker=dict(size=8, symbol=["circle" if p.get("windows") is None else "circle-open"
+                                                    for p in pts]))
+    fig.add_hline(y=1.0, line_dash="dot", line_color="grey")
+    hline_label(fig, 1.0, "dense", log_axis=True, position="bottom")
+    fig.update_xaxes(title="CPU-minutes of training (process time, 2 threads)" if x == "cpu_minutes"
+                     else "training tokens seen")
+    fig.update_yaxes(title="perplexity / dense (log scale)", type="log")
+    return style(fig, title or "Healing with the masks held: lower is better (hollow: 16 of 64 windows)", height=440)
+
+
+def compression_map_figure(points: Sequence[Mapping], frontier: Sequence[Mapping] = (), *,
+                           budget_bytes: float | None = None, highlight: Mapping | None = None,
+                           title: str | None = None) -> go.Figure:
+    """Every model on one map: megabytes (log x) against perplexity / dense (log y, 95% CI bars), one trace per
+    family, the frontier as a step line, an optional byte budget (a vertical line) and a highlighted model (a star).
+
+    ``points``: :func:`labkit.experiments.llm_compress.map_points`. Ratios above :data:`RATIO_CAP` sit at the cap;
+    hovering shows each model's name, format, ratio and interval. The budget line and the star are always drawn
+    (hidden when not given), so a widget can move them without adding traces.
+    """
+    points = _check_rows(points, ("label", "family", "bytes", "format", "ratio", "ratio_ci"))
+    fig = go.Figure()
+    for family, (colour, symbol) in FAMILY_STYLE.items():
+        pts = [p for p in points if p["family"] == family]
+        if not pts:
+            continue
+        hover = [f"{p['label']}<br>{p['bytes'] / 1e6:.1f} MB as {p['format']}<br>{p['ratio']:.3g}x dense "
+                 f"(95% CI {p['ratio_ci'][0]:.3g}-{p['ratio_ci'][1]:.3g})" for p in pts]
+        fig.add_scatter(x=[round(p["bytes"] / 1e6, 3) for p in pts], y=[round(min(p["ratio"], RATIO_CAP), 4)
+                                                                         for p in pts],
+                        error_y=_ratio_bars(pts, RATIO_CAP), mode="markers", name=family, hovertext=hover,
+                        hoverinfo="text", marker=dict(size=10, color=colour, symbol=symbol))
+    if frontier:
+        steps_x, steps_y = [], []
+        for p in sorted(frontier, key=lambda p: p["bytes"]):
+            steps_x.append(round(p["bytes"] / 1e6, 3))
+            steps_y.append(round(min(p["ratio"], RATIO_CAP), 4))
+        fig.add_scatter(x=steps_x, y=steps_y, mode="lines", line=dict(shape="hv", color="black", width=1, dash="dot"),
+                        name="frontier (not clearly beaten)", hoverinfo="skip")
+    star = highlight or {"bytes": 1.0, "ratio": 1.0}
+    fig.add_scatter(x=[round(star["bytes"] / 1e6, 3)], y=[round(min(star["ratio"], RATIO_CAP), 4)], mode="markers",
+                    name="best within the budget", visible=highlight is not None, hoverinfo="skip",
+                    marker=dict(size=20, symbol="star", color=COLORS[6], line=dict(width=1, color="black")))
+    fig.add_vline(x=round((budget_bytes or 1.0) / 1e6, 3), line_dash="dash", line_color=COLORS[3],
+                  visible=budget_bytes is not None)
+    fig.add_hline(y=1.0, line_dash="dot", line_color="grey")
+    fig.update_xaxes(title="megabytes of the whole model, in its smallest format (log scale)", type="log")
+    fig.update_yaxes(title=f"perplexity / dense (log scale; capped at {RATIO_CAP:g}x)", type="log")
+    return style(fig, title or "Everything the lab does to SmolLM2: smaller is left, better is down", height=500)

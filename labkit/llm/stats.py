@@ -101,8 +101,10 @@ def verdict(ci: Sequence[float], threshold: float) -> str:
 
 
 def ratio_text(ratio: float, ci: Sequence[float]) -> str:
-    """``"1.64x (95% CI 1.57-1.71)"``."""
-    return f"{ratio:.2f}x (95% CI {ci[0]:.2f}-{ci[1]:.2f})"
+    """``"1.64x (95% CI 1.57-1.71)"``; a ratio under 0.01 keeps two significant digits (``"0.0037x"``)."""
+    def fmt(x: float) -> str:
+        return f"{x:.2g}" if 0 < abs(x) < 0.01 else f"{x:.2f}"
+    return f"{fmt(ratio)}x (95% CI {fmt(ci[0])}-{fmt(ci[1])})"
 
 
 def _decided(head: str, ci: Sequence[float], threshold: float, below: str, above: str, unresolved: str) -> str:
