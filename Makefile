@@ -4,6 +4,7 @@
 # Also: make notebooks (re-execute notebooks in place), make doctor, make benchmark, make clean,
 #   make test-other-cpu / make test-no-triton (the notebooks as another CPU / without Triton; CI runs both),
 #   make wheelhouse (an offline wheel cache), make docs (the docs site into _build/docs).
+#   make hub-users N=30, make hub: a JupyterHub serving the lab to a room (docs/instructors.md, "Serve a room").
 #   CPU-only torch: add TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 PYTHON ?= python3
@@ -29,7 +30,8 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 
-.PHONY: lab test lint test-other-cpu test-no-triton notebooks doctor benchmark clean venv docs docs-build wheelhouse
+.PHONY: lab test lint test-other-cpu test-no-triton notebooks doctor benchmark clean venv docs docs-build wheelhouse \
+	hub hub-install hub-users
 
 $(VENV)/.lab-installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +54,22 @@ $(VENV)/.docs-installed: $(VENV)/.lab-installed
 
 venv: $(VENV)/.test-installed
 
+# The hub (deploy/hub/): the hub extra (jupyterhub, its idle culler) in .venv, which the learners' servers share read-only,
+# and configurable-http-proxy from npm, pinned by deploy/hub/package-lock.json, into deploy/hub/node_modules.
+HUB_DIR := deploy/hub
+CHP_STAMP := $(HUB_DIR)/node_modules/.installed
+
+$(VENV)/.hub-installed: $(VENV)/.lab-installed
+	$(PIP) -e '.[lab,hub]'
+	touch $@
+
+$(CHP_STAMP): $(HUB_DIR)/package.json $(HUB_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "make hub needs Node.js 20 or newer, with npm"; exit 1; }
+	cd $(HUB_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+hub-install: $(VENV)/.hub-installed $(CHP_STAMP)
+
 lab: $(VENV)/.lab-installed
 	@$(PY) -m labkit doctor || true
 	@if [ -n "$(ROOT_FLAG)" ]; then echo "Running as root: adding --allow-root to jupyter lab."; fi
@@ -63,8 +81,26 @@ lab: $(VENV)/.lab-installed
 		--ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
 		--LabApp.app_settings_dir=$(CURDIR)/lab-settings $(ROOT_FLAG) $(LAB_ARGS)
 
-# make test runs make lint first: a lint finding fails the test command before any test runs.
-test: $(VENV)/.test-installed lint
+# A JupyterHub for a room on this machine, on http://127.0.0.1:$(HUB_PORT) only (TLS and a public address go in front of
+# it: docs/instructors.md, "Serve a room"). Learners are Unix users made by `make hub-users`; it runs as root to start
+# each learner's server as that user. Settings: deploy/hub/jupyterhub_config.py (LABHUB_* variables); state (database,
+# cookie secret, the password list) in deploy/hub/state/, readable by root only.
+HUB_PORT ?= 8000
+N ?= 30
+hub: hub-install
+	@test "$$(id -u)" = 0 || { echo "make hub must run as root: it starts each learner's server as that Unix user."; exit 1; }
+	LABHUB_PORT=$(HUB_PORT) $(VENV)/bin/jupyterhub -f $(HUB_DIR)/jupyterhub_config.py
+
+# Learner accounts learner01..learnerNN (group lab-learners) and the instructor (the hub's admin), each with a random
+# password written to deploy/hub/state/passwords.txt (root only); existing accounts keep theirs. Runs as root, with
+# $(PYTHON) (the script needs the standard library only, not .venv).
+hub-users:
+	$(PYTHON) $(HUB_DIR)/users.py create --count $(N)
+
+# make test runs make lint first: a lint finding fails the test command before any test runs. As root it installs the
+# hub too (hub-install): tests/test_hub.py serves the lab to learners who are real Unix users, which needs root.
+HUB_FOR_TEST := $(if $(filter 0,$(shell id -u)),hub-install,)
+test: $(VENV)/.test-installed $(HUB_FOR_TEST) lint
 	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: check testpaths in pyproject.toml"; fi; \
 	exit $$rc
@@ -72,7 +108,7 @@ test: $(VENV)/.test-installed lint
 # Style (ruff: E, F, I, B, UP), types (mypy on labkit and kernels) and the layer rule of CONTRIBUTING.md
 # (import-linter contracts); all three are configured in pyproject.toml.
 lint: $(VENV)/.test-installed
-	$(PY) -m ruff check labkit kernels benchmarks scripts tests docs/_ext
+	$(PY) -m ruff check labkit kernels benchmarks scripts tests docs/_ext deploy
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
