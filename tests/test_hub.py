@@ -18,6 +18,7 @@ The small settings (30 s idle timeout, 2 GiB memory limit) are the test's; a roo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import grp
 import json
 import os
@@ -55,6 +56,13 @@ sys.path.remove(str(HUB_DIR))
 
 
 # --- Parts that need no root: the Kubernetes config, the cgroup layout, the memory notice --------------------------
+
+
+def _run_async(coroutine):
+    """``asyncio.run`` in a thread of its own: the browser tests' Playwright keeps an event loop running in the main
+    thread for the whole session, where ``asyncio.run`` refuses to start another."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 def test_z2jh_config_parses_and_fits_the_charts_schema():
     """deploy/hub/z2jh/config.yaml: valid YAML whose every key exists in the Zero to JupyterHub chart's schema."""
@@ -296,7 +304,7 @@ def hub(tmp_path_factory):
             assert proc.poll() is None, f"the hub exited:\n{h.log_tail()}"
             assert time.monotonic() < deadline, f"the hub did not answer in 90 s:\n{h.log_tail()}"
             try:
-                code, _ = asyncio.run(_request("GET", f"{h.url}/hub/api/"))
+                code, _ = _run_async(_request("GET", f"{h.url}/hub/api/"))
                 if code == 200:
                     break
             except OSError:
@@ -595,7 +603,7 @@ def test_three_learners_log_in_and_run_notebook_00_each_in_their_own_server(hub)
     async def main():
         return await asyncio.gather(*(_run_notebook_00(hub, name) for name in LEARNERS))
 
-    runs = asyncio.run(main())
+    runs = _run_async(main())
     for name, cells in zip(LEARNERS, runs, strict=True):
         compared = 0
         for source, cell, out in cells:
@@ -630,7 +638,7 @@ def test_three_learners_log_in_and_run_notebook_00_each_in_their_own_server(hub)
         code, data = await _request("GET", f"{hub.url}/hub/api/users/{LEARNERS[0]}", await _token(hub, LEARNERS[0]))
         return data
 
-    user = asyncio.run(checks())
+    user = _run_async(checks())
     assert user["name"] == LEARNERS[0] and not user["admin"]
 
 
@@ -643,7 +651,7 @@ def test_login_needs_the_right_password_and_the_learners_group(hub):
         learner_listing = await _request("GET", f"{hub.url}/hub/api/users", await _token(hub, LEARNERS[0]))
         return wrong, outsider, listing, learner_listing
 
-    wrong, outsider, (code, users), (learner_code, _) = asyncio.run(main())
+    wrong, outsider, (code, users), (learner_code, _) = _run_async(main())
     assert wrong == (403, None) and outsider == (403, None)
     assert code == 200 and {u["name"] for u in users} >= {*LEARNERS, ADMIN}  # the instructor is the admin
     assert {u["name"]: u["admin"] for u in users}[ADMIN] is True
@@ -690,7 +698,7 @@ print("own copy:", pathlib.Path("notebooks/00_welcome.ipynb").resolve())
             await kernel.shutdown()
         return results, probe, admin_code
 
-    results, probe, admin_code = asyncio.run(main())
+    results, probe, admin_code = _run_async(main())
     assert admin_code == 200
     # Refused: 403 or 404, or (for a request with no token at all) a redirect to the hub's login page.
     refused = {what: code for what, code in results.items() if code not in (302, 401, 403, 404)}
@@ -739,7 +747,7 @@ def test_a_kernel_over_the_memory_limit_is_stopped_and_the_next_cell_says_why(hu
         server_ok = (await _request("GET", f"{hub.url}/user/{name}/api/status", await _token(hub, name)))[0]
         return after, server_ok
 
-    result = asyncio.run(main())
+    result = _run_async(main())
     if result is None:
         pytest.skip(f"memory limits are not enforced on this machine ({why}); the hub only announces them")
     after, server_ok = result
@@ -759,7 +767,7 @@ def test_everything_listens_on_loopback_only(hub):
             for k in kernels:
                 await k.shutdown()
 
-    names, sockets = asyncio.run(main())
+    names, sockets = _run_async(main())
     assert "configurable-http-proxy" in names and "jupyterhub_idle_culler" in names and "ipykernel" in names, names
     ports = {addr.port for _, addr in sockets}
     assert set(hub.ports.values()) <= ports, (hub.ports, sockets)
@@ -790,14 +798,14 @@ def test_the_idle_culler_stops_an_idle_server(hub):
             await asyncio.sleep(1)
         return time.monotonic() - touched, early
 
-    elapsed, early = asyncio.run(main())
+    elapsed, early = _run_async(main())
     assert early is not None, "culled too early to tell it was the idle timeout"
     assert elapsed >= CULL_TIMEOUT / 2, elapsed
     assert f"Culling server {name}" in hub.log_tail(10**7), hub.log_tail()
 
 
 def test_the_hub_and_proxy_stop_cleanly_leaving_nothing_behind(hub):
-    asyncio.run(_ensure_server(hub, LEARNERS[1]))  # something to clean up
+    _run_async(_ensure_server(hub, LEARNERS[1]))  # something to clean up
     tree = hub.tree()
     assert len(tree) >= 4, tree  # hub, proxy, culler, a server
     hub.proc.send_signal(signal.SIGTERM)
