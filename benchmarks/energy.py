@@ -14,6 +14,9 @@ weight at 90% block sparsity (64x64 blocks) with 8192 tokens (compute-bound) and
 The goal the energy issue sets: the lab's kernel at least 6x fewer joules than dense at 8192 tokens
 (PyTorch's own kernel measured 3.2x: benchmarks/results/pytorch_baselines_h200_2026-11-28.json).
 
+``--quick`` (``benchmarks/gpu_session.sh quick``): 1 s windows, 0.5 s of idle baseline and a short cool-down,
+about half a minute; it writes ``energy_<gpu>_quick.json`` (``"quick": true``), never over a full run's file.
+
 Without a GPU it prints why and exits with status 0, writing nothing.
 """
 from __future__ import annotations
@@ -52,10 +55,19 @@ def cases(tokens: int, density: float, block: int, size: int):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--window", type=float, default=2.0, help="seconds per measured window (default 2)")
-    parser.add_argument("--idle", type=float, default=1.0, help="seconds of idle baseline (default 1)")
+    parser.add_argument("--window", type=float, default=None,
+                        help="seconds per measured window (default 2, 1 with --quick)")
+    parser.add_argument("--idle", type=float, default=None,
+                        help="seconds of idle baseline (default 1, 0.5 with --quick)")
     parser.add_argument("--size", type=int, default=8192, help="weight is size x size (default 8192)")
+    parser.add_argument("--quick", action="store_true",
+                        help="shorter windows and cool-downs (benchmarks/gpu_session.sh quick); "
+                             "writes energy_<gpu>_quick.json")
     args = parser.parse_args(argv)
+    if args.window is None:
+        args.window = 1.0 if args.quick else 2.0
+    if args.idle is None:
+        args.idle = 0.5 if args.quick else 1.0
     if not args.window > 0 or args.idle < 0:
         parser.error("--window must be > 0 and --idle >= 0")
 
@@ -78,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(5):
                 fn()
             torch.cuda.synchronize()
-            time.sleep(1.0)  # cool down a little between cases (thermal drift)
+            time.sleep(0.3 if args.quick else 1.0)  # cool down a little between cases (thermal drift)
             with energy.measure(items=1, min_window_s=args.window, idle_s=args.idle, meters=[meter]) as m:
                 report = m.run(fn, warmup=3)
             dynamic = [r for r in report.readings if "dynamic" in r.scope]
@@ -98,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             if r["M"] == tokens:
                 r["energy_ratio_vs_dense"] = round(dense["joules_per_call"] / r["joules_per_call"], 3)
-    path = results.write(f"energy_{re.sub(r'[^a-z0-9]+', '_', gpu.lower()).strip('_')}", rows,
-                         script="benchmarks/energy.py", schema="energy",
-                         extra={"gpu": gpu, "goal": "lab bsr_linear >= 6x fewer joules than dense at 8192 tokens"})
+    name = f"energy_{re.sub(r'[^a-z0-9]+', '_', gpu.lower()).strip('_')}{'_quick' if args.quick else ''}"
+    path = results.write(name, rows, script="benchmarks/energy.py", schema="energy",
+                         extra={"gpu": gpu, "quick": args.quick,
+                                "goal": "lab bsr_linear >= 6x fewer joules than dense at 8192 tokens"})
     print("wrote", path)
     return 0
 

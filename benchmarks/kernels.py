@@ -23,6 +23,11 @@ versions and the date; ``bandwidth`` (decode rows' achieved bytes/s against a me
 Baselines get their operand in the layout they want
 (``x.T`` contiguous) outside the timed region, which favours them slightly.
 
+``--quick`` (``benchmarks/gpu_session.sh quick``) runs a reduced grid on the GPU in about a minute and a
+half: the 8192x8192 weight in bf16 (the one the targets are judged on), M in {1, 16, 8192}, densities
+{0.5, 0.1}, 64x64 blocks, no energy comparison; it writes ``<gpu-name>_quick.json`` (``"quick": true``),
+never over a full run's file.
+
 Without a GPU, ``--smoke`` runs the same code end to end under the Triton interpreter at a tiny
 size (seconds), so the script is known to work before a GPU session starts.
 """
@@ -51,6 +56,7 @@ from labkit.sparse import SparseLinear, bucket_for, results_name
 
 FULL = dict(shapes=[(8192, 8192), (14336, 4096)], dtypes=["bfloat16", "float16"], tokens=[1, 16, 128, 1024, 8192],
             densities=[0.5, 0.25, 0.1, 0.05], blocks=[32, 64])
+QUICK = dict(shapes=[(8192, 8192)], dtypes=["bfloat16"], tokens=[1, 16, 8192], densities=[0.5, 0.1], blocks=[64])
 SMOKE = dict(shapes=[(64, 128)], dtypes=["float16"], tokens=[1, 40], densities=[0.5, 0.1], blocks=[32, 64])
 
 warnings.filterwarnings("ignore", message="Sparse (BSR|CSR) tensor support is in beta")
@@ -268,12 +274,19 @@ def check_targets(rows: list[dict], n: int = 8192, k: int = 8192) -> list[dict]:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes; runs under the Triton interpreter on a CPU")
+    ap.add_argument("--quick", action="store_true",
+                    help="reduced GPU grid (8192x8192 bf16, M 1/16/8192, densities 0.5/0.1, 64x64 blocks), "
+                         "budget 75 s, no energy (benchmarks/gpu_session.sh quick)")
     ap.add_argument("--out", type=Path, default=None,
-                    help="output JSON (default: benchmarks/results/<gpu-name>.json on a GPU; none for --smoke)")
-    ap.add_argument("--budget-s", type=float, default=420.0,
-                    help="stop starting new cases after this many seconds (the file says what was skipped)")
+                    help="output JSON (default: benchmarks/results/<gpu-name>.json on a GPU, <gpu-name>_quick.json "
+                         "with --quick; none for --smoke)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="stop starting new cases after this many seconds (the file says what was skipped; "
+                         "default 420, 75 with --quick)")
     ap.add_argument("--no-energy", action="store_true", help="skip the NVML energy comparison")
     args = ap.parse_args(argv)
+    if args.budget_s is None:
+        args.budget_s = 75.0 if args.quick else 420.0
 
     cuda = torch.cuda.is_available() and not rt.interpreting()
     if not cuda and not args.smoke:
@@ -281,21 +294,22 @@ def main(argv: list[str] | None = None) -> dict:
         print("No GPU here: running the small correctness smoke test under the Triton interpreter (--smoke).")
         args.smoke = True
     device = "cuda" if cuda else "cpu"
-    grid = SMOKE if args.smoke else FULL
+    quick = args.quick and not args.smoke
+    grid = SMOKE if args.smoke else QUICK if quick else FULL
     torch.manual_seed(0)
     run = Run(device, args.budget_s)
     gpu = torch.cuda.get_device_name() if cuda else "cpu (Triton interpreter)"
     import importlib.metadata as md
     triton_version = md.version("triton") if rt.HAS_TRITON else None
     log(f"benchmarks/kernels.py on {gpu}; torch {torch.__version__}, triton {triton_version}; "
-        f"{'smoke' if args.smoke else 'full'} grid, budget {args.budget_s:.0f} s")
+        f"{'smoke' if args.smoke else 'quick' if quick else 'full'} grid, budget {args.budget_s:.0f} s")
     copy_gbps = copy_bandwidth(run)
     log(f"copy bandwidth: {copy_gbps:.0f} GB/s")
     for n, k in grid["shapes"]:
         for dtype_name in grid["dtypes"]:
             log(f"== weight {n}x{k} {dtype_name}")
             bench_case(run, n, k, dtype_name, grid, copy_gbps)
-    if not args.no_energy and not args.smoke:
+    if not args.no_energy and not args.smoke and not quick:
         energy(run)
 
     targets = check_targets(run.rows)
@@ -305,11 +319,13 @@ def main(argv: list[str] | None = None) -> dict:
     # One envelope (labkit.results, schema "kernels"): rows plus what this run also measured.
     result = results.envelope(
         run.rows, script="benchmarks/kernels.py", schema="kernels",
-        extra=dict(gpu=gpu, smoke=args.smoke, columns=list(COLUMNS), copy_GB_per_s=round(copy_gbps, 1),
+        command="python benchmarks/kernels.py --quick (on an NVIDIA GPU)" if quick else None,
+        extra=dict(gpu=gpu, smoke=args.smoke, quick=quick, columns=list(COLUMNS), copy_GB_per_s=round(copy_gbps, 1),
                    complete=run.skipped == 0, skipped_cases=run.skipped, seconds=round(time.time() - run.t0, 1),
                    bandwidth=run.bandwidth, energy=run.energy, auto_plans=run.auto_plans, targets=targets,
                    errors=run.errors))
-    out = args.out or (None if args.smoke else results.RESULTS_DIR / f"{results_name(gpu)}.json")
+    out = args.out or (None if args.smoke else
+                       results.RESULTS_DIR / f"{results_name(gpu)}{'_quick' if quick else ''}.json")
     if out is not None:
         results.write_envelope(out, result)
         log(f"wrote {out}")

@@ -14,6 +14,9 @@ loop, then times (median, ``triton.testing.do_bench``):
   (w2, gate) and combine, plus end to end; with the padding waste ``(padded - T*top_k) / padded``;
 * ``dense``: one SwiGLU FFN over ``T * top_k`` rows, the same FLOPs: the roof an MoE layer can reach.
 
+``--quick`` (``benchmarks/gpu_session.sh quick``) times the same shapes at T in {16, 4096} only (the
+target is judged at 4096) and writes ``moe_<gpu-name>_quick.json`` (``"quick": true``), never over a full run's file.
+
 Without a GPU, ``--smoke`` runs the same code end to end under the Triton interpreter at a tiny
 size (seconds), so the script is known to work before a GPU session starts.
 """
@@ -147,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true",
                         help="tiny shapes, runs anywhere (Triton interpreter on a CPU); checks the script works")
+    parser.add_argument("--quick", action="store_true",
+                        help="the GPU shapes at T=16 and 4096 only (benchmarks/gpu_session.sh quick); "
+                             "writes moe_<gpu-name>_quick.json")
     parser.add_argument("--out", type=Path, default=None,
-                        help="JSON path (default: benchmarks/results/moe_<gpu-name>.json; "
+                        help="JSON path (default: benchmarks/results/moe_<gpu-name>.json, ..._quick.json with --quick; "
                              "a smoke run writes nothing unless given)")
     args = parser.parse_args(argv)
 
@@ -163,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         device = "cuda"
         shapes = dict(E=8, top_k=2, d=4096, ff=14336, dtype=torch.bfloat16)
-        tokens = [16, 512, 4096]
+        tokens = [16, 4096] if args.quick else [16, 512, 4096]
     ms_of = timer(device == "cuda")
 
     weights = make_weights(shapes["E"], shapes["d"], shapes["ff"], shapes["dtype"], device)
@@ -179,11 +185,12 @@ def main(argv: list[str] | None = None) -> int:
 
     result = results.envelope(rows, script="benchmarks/moe.py", schema="moe_kernels",
                               extra={"benchmark": "moe", "device": device_name(device == "cuda"), "smoke": args.smoke,
+                                     "quick": args.quick and not args.smoke,
                                      "target": "fused time / dense FFN time <= 1.11 at T=4096 (speed ratio >= 0.9)"})
     out = args.out
     if out is None and not args.smoke:
         slug = re.sub(r"[^a-z0-9]+", "-", device_name(True).lower()).strip("-")
-        out = results.RESULTS_DIR / f"moe_{slug}.json"
+        out = results.RESULTS_DIR / f"moe_{slug}{'_quick' if args.quick else ''}.json"
     if out is not None:
         results.write_envelope(out, result)
         print(f"wrote {out}")

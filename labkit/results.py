@@ -139,6 +139,18 @@ register(Schema(
                      "baseline_ms": OPT_NUMBER, "speedup_vs_dense": OPT_NUMBER, "speedup_vs_baseline": OPT_NUMBER},
     extra={"gpu": str, "smoke": bool}))
 
+# benchmarks/sparse_gemv.py: the activation-sparse decode GEMV (TEAL) against dense F.linear at M=1
+# (``sparse_gemv_<gpu>.json`` on a GPU, ``..._quick.json`` for --quick; --smoke on a CPU writes only where told).
+# ``sparsity`` is the share of *inputs* skipped; ``kept`` the measured share kept; bytes and GB/s by the GEMV formula.
+register(Schema(
+    "sparse_gemv", command="python benchmarks/sparse_gemv.py (on an NVIDIA GPU; --smoke on a CPU)",
+    required_fields={"kernel": str, "M": int, "N": int, "K": int, "dtype": str, "sparsity": NUMBER,
+                     "kept": NUMBER, "threshold": NUMBER, "ms": OPT_NUMBER, "dense_ms": NUMBER, "bytes": NUMBER,
+                     "GB_per_s": OPT_NUMBER, "dense_GB_per_s": NUMBER, "ideal_speedup": NUMBER,
+                     "speedup_vs_dense": OPT_NUMBER},
+    optional_fields={"rel_err": NUMBER, "share_of_copy": NUMBER, "block_n": OPT_INT, "split_k": OPT_INT},
+    extra={"gpu": str, "smoke": bool, "quick": bool}))
+
 # benchmarks/energy.py on an NVIDIA GPU with NVML (``energy_<gpu>.json``).
 register(Schema(
     "energy", command="python benchmarks/energy.py (needs an NVIDIA GPU with NVML)",
@@ -168,6 +180,19 @@ register(Schema(
     optional_fields={"on_file_grid": bool, "model_sparsity": NUMBER, "sample": str, "load_average_1min": NUMBER},
     extra={"config": dict, "sizes": dict, "complete": bool}))
 
+# benchmarks/llm_activation_sweep.py: SmolLM2-135M with activation sparsity (TEAL-style thresholds, uniform and greedy
+# allocation) beside structured pruning; perplexity as llm_prune (64 windows, intervals, paired ratio to dense), the
+# share of inputs and weight reads skipped measured on the evaluation text, block bytes per decode step; decode and
+# prefill speeds of every form in the top-level speed block (timed in turns).
+register(Schema(
+    "llm_activation", default_file="llm_activation_cpu", command="python benchmarks/llm_activation_sweep.py",
+    required_fields={"method": str, "allocation": OPT_STR, "sparsity": NUMBER, "perplexity": NUMBER,
+                     "perplexity_ci": list, "ratio": NUMBER, "ratio_ci": list, "window_losses": list,
+                     "bytes_per_token": dict},
+    optional_fields={"ffn_keep": NUMBER, "inputs_skipped": NUMBER, "weight_reads_skipped": NUMBER, "sample": str,
+                     "load_average_1min": NUMBER, "seconds": NUMBER},
+    extra={"config": dict, "complete": bool}))
+
 # benchmarks/llm_prune_sweep.py: SmolLM2-135M pruned by each method and pattern.
 # Perplexity on 64 windows of 256 tokens with per-window losses, a 95% bootstrap interval (perplexity_ci) and
 # the paired-bootstrap ratio to dense (ratio, ratio_ci); speeds only in the side_by_side block (timed in turns).
@@ -194,6 +219,29 @@ register(Schema(
                      "ratio_ci": list, "prune_seconds": NUMBER},
     optional_fields={"sample": str, "threads": int, "eval_seconds": NUMBER, "load_average_1min": NUMBER},
     extra={"config": dict, "dense": dict, "complete": bool}))
+
+# benchmarks/isoflop_sweep.py: the tiny character GPT of notebook 04 trained at fixed compute budgets C = 6 N D
+# (N non-embedding parameters, D tokens), several sizes and seeds per budget: the IsoFLOP curves of Hoffmann et al.
+# 2022 (labkit.experiments.isoflop). flop_check: 6ND against torch.utils.flop_counter for each size.
+register(Schema(
+    "isoflop", default_file="isoflop_cpu", command="python benchmarks/isoflop_sweep.py",
+    required_fields={"budget": NUMBER, "size": str, "config": dict, "n_params": int, "total_params": int,
+                     "tokens": int, "steps": int, "tokens_per_param": NUMBER, "tokens_per_param_total": NUMBER,
+                     "epochs": NUMBER, "seed": int, "val_loss": NUMBER, "train_loss": NUMBER,
+                     "train_seconds": NUMBER},
+    optional_fields={"threads": int, "load_average_1min": NUMBER},
+    extra={"config": dict, "flop_check": list, "complete": bool}))
+
+# benchmarks/llm_cache_sweep.py: SmolLM2-135M behind an exact-match response cache, a workload of repeated prompts
+# at each hit rate served without and with the cache (labkit.experiments.llm_cache). Energy per request is
+# labelled: energy_kind "estimated" (assumed power x time) unless a RAPL counter could be read ("measured").
+register(Schema(
+    "llm_cache", default_file="llm_cache_cpu", command="python benchmarks/llm_cache_sweep.py",
+    required_fields={"hit_rate": NUMBER, "cache": bool, "measured_hit_rate": NUMBER, "requests": int,
+                     "distinct_prompts": int, "seconds_per_request": NUMBER, "predicted_seconds_per_request": NUMBER,
+                     "joules_per_request": NUMBER, "energy_kind": str, "energy_scope": str, "energy_source": str},
+    optional_fields={"load_average_1min": NUMBER},
+    extra={"config": dict, "times": dict}))
 
 
 # ------------------------------------------------------------------------------------------------

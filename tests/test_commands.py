@@ -57,6 +57,9 @@ COMMANDS = [
     # SmolLM2-135M quantized (RTN, GPTQ, SparseGPT + GPTQ) on 8 windows and its kernels timed: 109-196 s.
     Command("benchmarks/llm_quant_sweep.py", ("--quick", "--out", "{tmp}/q.json"), {"q.json": "llm_quant"},
             timeout_s=900),
+    # SmolLM2-135M activation-sparse (uniform 30% and 50%) and structured 90% on 8 windows, timed in one round.
+    Command("benchmarks/llm_activation_sweep.py", ("--quick", "--out", "{tmp}/a.json"),
+            {"a.json": "llm_activation"}, timeout_s=900),
     # Needs an NVIDIA GPU: without one it must say so and exit 0 writing nothing; with one, a short run.
     Command("benchmarks/energy.py", ("--window", "0.2", "--idle", "0.1", "--size", "1024"), {}),
     Command("scripts/run_notebooks.py", ("{tmp}/tiny.ipynb",), {"tiny.ipynb": None}),
@@ -66,6 +69,7 @@ COMMANDS = [
 RUN_ELSEWHERE = {
     "benchmarks/kernels.py": ("tests/test_benchmark_kernels.py", "--smoke"),
     "benchmarks/moe.py": ("tests/test_moe_benchmark.py", "--smoke"),
+    "benchmarks/sparse_gemv.py": ("tests/test_benchmark_sparse_gemv.py", "--smoke"),
     # main() run on a tiny Llama (the model loader replaced), --quick and --resume
     "benchmarks/llm_heal_sweep.py": ("tests/test_heal.py", "--quick"),
     "benchmarks/pytorch_baselines.py": ("tests/test_pytorch_baselines.py", "--smoke"),
@@ -88,7 +92,8 @@ def test_every_script_that_writes_files_is_run_somewhere():
     for script, (test_file, marker) in RUN_ELSEWHERE.items():
         source = (ROOT / test_file).read_text()
         assert Path(script).name in source and marker in source, f"{test_file} no longer runs {script} ({marker})"
-    for step in ("benchmarks/kernels.py", "benchmarks/moe.py", "benchmarks/energy.py"):  # what the wrapper runs
+    for step in ("benchmarks/kernels.py", "benchmarks/sparse_gemv.py", "benchmarks/moe.py",
+                 "benchmarks/energy.py"):  # what the wrapper runs
         assert step in (ROOT / "benchmarks" / "gpu_session.sh").read_text()
     subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_session.sh")], check=True)  # at least it parses
 

@@ -124,6 +124,14 @@ def _budget_explorer(results: Path) -> Any:
     return explorer_lib.budget_explorer(llm_compress.load_all(results))
 
 
+def _activation_explorer(results: Path) -> Any:
+    """Notebook 08's activation-sparsity explorer over the committed llm_activation_cpu.json."""
+    from labkit.experiments import llm_activation
+    from labkit.widgets import llm_activation as explorer_lib
+
+    return explorer_lib.activation_explorer(llm_activation.load(results))
+
+
 #: Widget class name (the start of its stored text/plain, "PruningExplorer(children=...") -> its explorer.
 EXPLORERS: dict[str, Explorer] = {
     "DigitBrowser": Explorer("00_welcome", "digit_browser(ds.test)", _digit_browser),
@@ -136,6 +144,8 @@ EXPLORERS: dict[str, Explorer] = {
     "LLMExplorer": Explorer("06_pruning_a_language_model", "explorer_lib.llm_explorer(sweep)", _llm_explorer),
     "BudgetExplorer": Explorer("07_healing_and_quantizing_a_language_model", "explorer_lib.budget_explorer(files)",
                                _budget_explorer),
+    "ActivationExplorer": Explorer("08_activation_sparsity", "explorer_lib.activation_explorer(sweep)",
+                                   _activation_explorer),
 }
 
 

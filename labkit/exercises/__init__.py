@@ -16,7 +16,7 @@ checker refuses the lab's own (``my_mask = prune.magnitude_mask``) with a short 
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,20 @@ def check_callable(answer: object, exercise: str) -> Callable | None:
            f"{exercise}: that is the lab's own function {module}.{getattr(answer, '__qualname__', '')}; "
            "the point is to write it yourself (a few lines). Compare with the lab's version after your own passes.")
     return answer
+
+
+def labelled(answer: object, points: Sequence[Mapping], exercise: str, what: str) -> Mapping | None:
+    """For exercises answered with one point's ``label``: ``None`` while unanswered, else that point.
+
+    ``what`` says where the labels come from (e.g. "the map names it"), for the error on an unknown label.
+    """
+    if unanswered(answer, exercise):
+        return None
+    labels = {p["label"]: p for p in points}
+    if not isinstance(answer, str) or answer not in labels:
+        raise ExerciseError(f"{exercise}: answer with one label exactly as {what} (e.g. {next(iter(labels))!r}); "
+                            f"got {answer!r}")
+    return labels[answer]
 
 
 def check_choice(answer: object, exercise: str, choices: dict[str, str], right: str, hint: str, detail: str) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from labkit.exercises import ExerciseError, call, check_callable, expect, passed, unanswered
+from labkit.exercises import ExerciseError, call, check_callable, expect, labelled, passed, unanswered
 
 #: Exercise 7.3's matrix: one of SmolLM2's ``gate_proj`` layers, 1,536 outputs x 576 inputs.
 GATE_ROWS, GATE_COLS = 1536, 576
@@ -129,15 +129,11 @@ def check_smallest_within(answer, points: Sequence[Mapping], threshold: float = 
     """Exercise 7.4: the label of the smallest model on the map whose ratio to dense is *resolved* below
     ``threshold`` (its whole 95% interval under it)."""
     name = "Exercise 7.4 (the smallest model within 1.5x dense)"
-    if unanswered(answer, name):
+    pick = labelled(answer, points, name, "the map names it")
+    if pick is None:
         return False
-    labels = {p["label"]: p for p in points}
-    if not isinstance(answer, str) or answer not in labels:
-        raise ExerciseError(f"{name}: answer with one model's label exactly as the map names it (e.g. "
-                            f"{next(iter(labels))!r}); got {answer!r}")
     within = [p for p in points if p["ratio_ci"][1] < threshold]
     want = min(within, key=lambda p: (p["bytes"], p["ratio"]))
-    pick = labels[answer]
     expect(pick["ratio_ci"][1] < threshold or pick["ratio"] >= threshold,
            f"{name}: {answer} has a ratio of {pick['ratio']:.2f}x but its interval reaches {pick['ratio_ci'][1]:.2f}x: "
            "the evaluation cannot say it is within 1.5x. Pick by the interval's upper end.")

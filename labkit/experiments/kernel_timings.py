@@ -67,10 +67,10 @@ def live_gpu_rows(n: int = 4096, k: int = 4096, tokens=(16, 4096), densities=(0.
 
 
 def lab_results_files(results_dir: Path | str | None = None) -> list[Path]:
-    """Committed ``benchmarks/kernels.py`` results (full runs on a GPU, not smoke runs), newest date first."""
+    """Committed ``benchmarks/kernels.py`` results (full runs on a GPU, not smoke or quick runs), newest date first."""
     found = []
     for p in results.find("kernels", results_dir):
         data = results.read(p, "kernels")  # a damaged kernels file is an error, not skipped
-        if not data["smoke"]:
+        if not data["smoke"] and not data.get("quick"):  # a quick run times fewer shapes: not the full table
             found.append((data["date"], p))
     return [p for _, p in sorted(found, reverse=True)]

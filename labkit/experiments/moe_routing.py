@@ -103,6 +103,6 @@ def sweep_table(sweep: Mapping) -> list[dict]:
 
 
 def gpu_benchmarks(results_dir: Path | str | None = None) -> list[dict]:
-    """Every committed GPU run of ``benchmarks/moe.py`` (schema ``moe_kernels``, smoke runs excluded), checked."""
+    """Every committed GPU run of ``benchmarks/moe.py`` (schema ``moe_kernels``, smoke and quick runs excluded)."""
     runs = [results.read(p, "moe_kernels") for p in results.find("moe_kernels", results_dir)]
-    return [r for r in runs if not r.get("smoke")]
+    return [r for r in runs if not r.get("smoke") and not r.get("quick")]

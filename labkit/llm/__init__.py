@@ -25,6 +25,10 @@ Read the modules in this order:
   int8/int4 CPU kernels inside the model.
 * :mod:`labkit.llm.heal`: :func:`heal_pruned`, a pruned model trained with its masks held fixed (distillation from
   the dense model, or next-token loss), and :func:`finetune_dense`, the control; :func:`kl_to_teacher`.
+* :mod:`labkit.llm.activation`: :class:`ActivationSparsity`, input-dependent sparsity: per token, skip the inputs
+  below a calibrated threshold (uniform or TEAL's greedy allocation) and, at decode, the weight rows they multiply.
+* :mod:`labkit.llm.decode`: :class:`Lean`, a plain decode loop over the model's own modules (and the transposed
+  layout that makes a fair dense baseline), for timing one-token steps.
 * :mod:`labkit.llm.variants`: :func:`speed_variants` (masked, CSR, structured; :func:`gpu_variants` with the
   lab's kernels; :func:`quant_variants` with the int8/int4 kernels) and :func:`speeds_in_turns`, a fair speed
   comparison on your machine.
@@ -38,6 +42,8 @@ Typical use::
     llm.generate(model, tokenizer, "What is the capital of France?")
     llm.quantize(model, "gptq", bits=3, group_size=32, calibration=data["calibration"])
 """
+from labkit.llm.activation import ActivationSparsity
+from labkit.llm.decode import Lean
 from labkit.llm.evaluate import generate, perplexity, speed, window_losses
 from labkit.llm.grid import rtn
 from labkit.llm.heal import OBJECTIVES, apply_masks, finetune_dense, heal_pruned, keep_masks, kl_to_teacher
@@ -51,10 +57,10 @@ from labkit.llm.structured import prune_structured
 from labkit.llm.text import DOMAINS, calibration_tokens, text_splits, training_batches, training_split
 from labkit.llm.variants import gpu_variants, quant_variants, speed_variants, speeds_in_turns
 
-__all__ = ["DOMAINS", "Int4Linear", "Int8Linear", "METHODS", "MODEL_SHA256", "ModelFileError", "OBJECTIVES",
-           "PATTERNS", "QUANT_METHODS", "apply_masks", "calibration_tokens", "finetune_dense", "generate",
-           "gpu_variants", "heal_pruned", "held_bytes", "input_norms", "keep_masks", "kl_to_teacher", "load",
-           "measure_sparsity", "model_bytes", "model_file", "on_grid", "pack", "perplexity", "prunable_layers",
-           "prune", "prune_structured", "quant_variants", "quantize", "quantized_bytes", "rtn", "speed",
-           "speed_variants", "speeds_in_turns", "text_splits", "tiny_llama", "training_batches", "training_split",
-           "verify", "window_losses"]
+__all__ = ["ActivationSparsity", "DOMAINS", "Int4Linear", "Int8Linear", "Lean", "METHODS", "MODEL_SHA256",
+           "ModelFileError", "OBJECTIVES", "PATTERNS", "QUANT_METHODS", "apply_masks", "calibration_tokens",
+           "finetune_dense", "generate", "gpu_variants", "heal_pruned", "held_bytes", "input_norms", "keep_masks",
+           "kl_to_teacher", "load", "measure_sparsity", "model_bytes", "model_file", "on_grid", "pack", "perplexity",
+           "prunable_layers", "prune", "prune_structured", "quant_variants", "quantize", "quantized_bytes", "rtn",
+           "speed", "speed_variants", "speeds_in_turns", "text_splits", "tiny_llama", "training_batches",
+           "training_split", "verify", "window_losses"]
