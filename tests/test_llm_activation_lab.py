@@ -110,6 +110,8 @@ def test_figures_draw_from_the_data(points):
     assert {"activation uniform", "activation greedy", "structured", "selected"} <= set(names)
     hist = figures.activation_histogram_figure({"a": [0.0, 0.1, -0.2, 3.0]}, {"a": 0.1})
     assert len(hist.data) == 1
+    ys = list(hist.data[0].y)
+    assert None in ys and all(y is None or y > 0 for y in ys)  # empty bins are gaps on the log axis
     with pytest.raises(ValueError, match="thresholds lacks"):
         figures.activation_histogram_figure({"a": [1.0]}, {})
     with pytest.raises(TypeError, match="values"):

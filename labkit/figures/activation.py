@@ -44,7 +44,9 @@ def activation_histogram_figure(values: Mapping[str, Sequence[float]], threshold
         counts, _ = np.histogram(x / scale, bins=edges)
         share = np.round(counts / max(len(x), 1), 6)
         colour = COLORS[i % len(COLORS)]
-        fig.add_scatter(x=centres, y=share, mode="lines", line=dict(shape="hvh", color=colour), name=name)
+        # an empty bin has no place on a log axis: a gap (None), not a point at zero
+        fig.add_scatter(x=centres, y=[float(v) if v > 0 else None for v in share], mode="lines",
+                        line=dict(shape="hvh", color=colour), name=name, connectgaps=False)
         t = round(float(thresholds[name]) / scale, 4)
         for side in (-t, t):
             fig.add_vline(x=side, line_dash="dash", line_color=colour, opacity=0.7)
