@@ -94,7 +94,12 @@ def test_explorer_table_and_widget(sweep):
     assert ("uniform", 0.0) in table and ("greedy", 0.7) in table
     assert all(entry["text"] and "perplexity" in entry["text"] for entry in table.values())
     explorer = explorer_lib.activation_explorer(sweep)
+    assert explorer.sparsity.value == 0.3  # opens on a setting, not on dense
+    opacity = {t.name: t.opacity for t in explorer.fig.data}
+    assert opacity["activation uniform"] == 1.0 and opacity["activation greedy"] == 0.3
     explorer.allocation.value = "greedy"
+    # every control changes the figure: switching the allocation swaps which line is faded
+    assert {t.name: t.opacity for t in explorer.fig.data}["activation uniform"] == 0.3
     explorer.sparsity.value = 0.5
     assert "greedy, 50%" in explorer.status.value
     star = explorer.fig.data[explorer._star]

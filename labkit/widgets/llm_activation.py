@@ -4,7 +4,8 @@ A slider over the share of inputs skipped (0-70%) and a choice of allocation (un
 per block). The text gives the perplexity with its 95% interval and paired ratio to dense, the share of
 weight reads actually skipped on the evaluation text, the bytes read per token, the decode speed (timed in
 turns, against the dense model as shipped and the fair dense baseline), and the model's answer to the
-sweep's prompt at that setting; a star moves on the trade figure. Everything comes from
+sweep's prompt at that setting; a star moves on the trade figure, and the chosen allocation's line is drawn in
+full (the other one faded). Everything comes from
 ``llm_activation_cpu.json`` and is looked up, not recomputed, when the slider moves.
 """
 from __future__ import annotations
@@ -36,7 +37,8 @@ class ActivationExplorer(widgets.VBox):
         fair = models[llm_activation.FAIR]["decode_tokens_per_s"] / shipped
         levels = sorted({s for _, s in self.table})
         self.last_update_ms = 0.0
-        self.sparsity = widgets.SelectionSlider(options=[(f"{s:.0%}", s) for s in levels], value=levels[0],
+        start = 0.3 if 0.3 in levels else levels[len(levels) // 2]
+        self.sparsity = widgets.SelectionSlider(options=[(f"{s:.0%}", s) for s in levels], value=start,
                                                 description="inputs skipped", continuous_update=True,
                                                 style={"description_width": "initial"},
                                                 layout=widgets.Layout(width="480px"))
@@ -64,6 +66,9 @@ class ActivationExplorer(widgets.VBox):
         name = (llm_activation.SHIPPED if s == 0 else f"activation {allocation} {s:.0%}")
         point = self.points.get(name)
         with redraw(self.fig):
+            for trace in self.fig.data:  # the chosen allocation's line in full, the other one faded
+                if trace.name in ("activation uniform", "activation greedy"):
+                    trace.opacity = 1.0 if trace.name == f"activation {self.allocation.value}" else 0.3
             star = self.fig.data[self._star]
             star.visible = point is not None
             if point is not None:
