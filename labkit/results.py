@@ -227,7 +227,7 @@ register(Schema(
     "isoflop", default_file="isoflop_cpu", command="python benchmarks/isoflop_sweep.py",
     required_fields={"budget": NUMBER, "size": str, "config": dict, "n_params": int, "total_params": int,
                      "tokens": int, "steps": int, "tokens_per_param": NUMBER, "tokens_per_param_total": NUMBER,
-                     "epochs": NUMBER, "seed": int, "val_loss": NUMBER, "train_loss": NUMBER,
+                     "epochs": NUMBER, "seed": int, "lr": NUMBER, "val_loss": NUMBER, "train_loss": NUMBER,
                      "train_seconds": NUMBER},
     optional_fields={"threads": int, "load_average_1min": NUMBER},
     extra={"config": dict, "flop_check": list, "complete": bool}))

@@ -73,6 +73,10 @@ RUN_ELSEWHERE = {
     # main() run on a tiny Llama (the model loader replaced), --quick and --resume
     "benchmarks/llm_heal_sweep.py": ("tests/test_heal.py", "--quick"),
     "benchmarks/pytorch_baselines.py": ("tests/test_pytorch_baselines.py", "--smoke"),
+    # main() --quick (one tiny budget, 3 sizes) and --resume, into a temporary file
+    "benchmarks/isoflop_sweep.py": ("tests/test_isoflop.py", "--quick"),
+    # main() --quick on the real SmolLM2 (2 hit rates, 6 requests), marked slow there
+    "benchmarks/llm_cache_sweep.py": ("tests/test_llm_cache.py", "--quick"),
     # A one-time migration of the committed files to the envelope format, run there as a no-op.
     "scripts/reshape_results.py": ("tests/test_results.py", "reshape.main()"),
 }

@@ -11,4 +11,6 @@ of plain data back, hands them to :mod:`labkit.figures` to draw and, for a commi
 * :mod:`labkit.experiments.llm_compress`: notebook 07 (healing, quantization, the map of every model).
 * :mod:`labkit.experiments.llm_sweep`: how the language-model sweeps score and write their rows.
 * :mod:`labkit.experiments.llm_activation`: notebook 08 (activation sparsity against structured pruning).
+* :mod:`labkit.experiments.isoflop`: compute-optimal training, IsoFLOP curves of the tiny character GPT.
+* :mod:`labkit.experiments.llm_cache`: a response cache in front of SmolLM2, time and energy against the hit rate.
 """
